@@ -1,0 +1,78 @@
+"""The public Python API: ``netdsl.load(...)`` returns a checked :class:`Network`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+
+from . import __version__
+from .analysis import Summary, summarize
+from .elaborate import Elaborator
+from .errors import Diagnostic, UsageError
+from .files import save_model
+from .graph import Graph
+from .loader import choose_network, load_program, read
+from .lower import DEFAULT_OPSET, MIN_OPSET, lower, max_opset
+from .weights import initial_weights
+
+
+class Network:
+    """A parsed and checked network: shapes inferred, names resolved, costs known."""
+
+    def __init__(self, graph: Graph, path: str):
+        self.graph = graph
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return list(self.graph.warnings)
+
+    def summary(self) -> Summary:
+        """Per-layer output shapes, parameters, MACs, activation memory and receptive fields."""
+        return summarize(self.graph)
+
+    def initial_weights(self, seed: int = 0) -> dict[str, np.ndarray]:
+        return initial_weights(self.graph, seed)
+
+    def to_onnx(self, opset: int = DEFAULT_OPSET, seed: int = 0,
+                weights: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
+        """Lower to an ONNX model; ``weights`` defaults to the deterministic initialisation from ``seed``."""
+        check_opset(opset)
+        if weights is None:
+            weights = initial_weights(self.graph, seed)
+        return lower(self.graph, weights, opset, version=__version__)
+
+    def save(self, path: str | os.PathLike, opset: int = DEFAULT_OPSET, seed: int = 0,
+             weights: Mapping[str, np.ndarray] | None = None, external_data: str | bool = "auto") -> list[str]:
+        """Compile and write the ONNX model atomically; returns the files written."""
+        return save_model(self.to_onnx(opset, seed, weights), path, external_data)
+
+
+def check_opset(opset: int) -> None:
+    hi = max_opset()
+    if not MIN_OPSET <= opset <= hi:
+        raise UsageError(f"--opset must be between {MIN_OPSET} and {hi} (the newest this onnx {onnx.__version__} "
+                         f"supports), got {opset}")
+
+
+def load(path_or_source: str | os.PathLike, network: str | None = None,
+         args: Mapping[str, int | float] | None = None) -> Network:
+    """Parse, expand and check a .net program.
+
+    ``path_or_source``: a path to a .net file, or .net source text. ``network`` picks one network
+    when the file has several; ``args`` overrides network parameters (``{"classes": 10}``).
+    Raises a :class:`~netdsl.errors.NetdslError` subclass listing every problem found.
+    """
+    text, shown, base = read(path_or_source)
+    program = load_program(text, shown, base)
+    net = choose_network(program, network)
+    graph = Elaborator(program.blocks).network(net, dict(args or {}))
+    graph.source_hash = program.source_hash
+    return Network(graph, shown)

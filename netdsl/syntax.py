@@ -1,0 +1,525 @@
+"""Stage 1: text -> syntax tree.
+
+Parses .net source with the Lark grammar in ``grammars/netdsl.lark`` and builds
+small frozen dataclasses, each carrying the :class:`~netdsl.errors.Span` of the
+text it came from. The transformer only builds the tree; every check beyond the
+grammar happens in later passes. Lark's exceptions never escape: they become
+:class:`~netdsl.errors.NetdslSyntaxError` with a location and a readable
+"expected ... found ..." message.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from .errors import NetdslSyntaxError, Sources, Span
+
+MAX_SOURCE_BYTES = 10 * 1024 * 1024
+
+
+# ----------------------------------------------------------------------------- expressions
+@dataclass(frozen=True, slots=True)
+class Num:
+    value: int | float
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BinOp:
+    op: str  # + - * // %
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Neg:
+    operand: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Dims:
+    """A literal size such as ``3x3`` or ``3x224x224``."""
+
+    values: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Tuple_:
+    values: tuple[int | float, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Str:
+    value: str
+    span: Span
+
+
+Expr = Num | Var | BinOp | Neg
+
+
+# ----------------------------------------------------------------------------- layer arguments
+@dataclass(frozen=True, slots=True)
+class Stride:
+    """``/2``, ``/s`` or ``/2x1`` in a layer's arguments."""
+
+    value: Expr | Dims
+    span: Span
+
+
+LayerArg = Expr | Dims | Stride
+
+
+# ----------------------------------------------------------------------------- chain elements
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """``@name``: a named tensor of the enclosing scope."""
+
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    op: str
+    args: tuple[LayerArg, ...]
+    span: Span
+    op_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class KwArg:
+    name: str
+    value: Expr | Ref
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    name: str
+    args: tuple[Expr | Ref | KwArg, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    chains: tuple[Chain, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Composite:
+    kind: str  # residual, inception, scale, ...
+    branches: tuple[Sequence, ...]
+    span: Span
+    kind_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    body: Sequence
+    span: Span
+
+
+Primary = Layer | Call | Composite | Group | Ref
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """``conv1:`` or a template such as ``"denselayer{i + 1}":`` whose ``{expr}`` parts are evaluated."""
+
+    text: str
+    parts: tuple[str | Expr, ...]  # literal text and expressions, in order
+    span: Span
+
+    @property
+    def is_template(self) -> bool:
+        return any(not isinstance(p, str) for p in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    label: Label | None
+    primary: Primary
+    repeat: Expr | None
+    span: Span
+    index_var: str | None = None  # `x N as i`
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    elements: tuple[Element, ...]
+    span: Span
+
+
+# ----------------------------------------------------------------------------- statements
+@dataclass(frozen=True, slots=True)
+class InputDecl:
+    name: str
+    shape: tuple[int, ...]
+    options: tuple[tuple[str, object, Span], ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OutputDecl:
+    name: str
+    ref: Ref | None
+    span: Span
+
+
+Statement = InputDecl | OutputDecl | Chain
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Statement, ...]
+    span: Span
+    is_network: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """One parsed .net file."""
+
+    path: str
+    imports: tuple[Import, ...]
+    blocks: tuple[BlockDef, ...]
+    networks: tuple[BlockDef, ...]
+
+
+# ----------------------------------------------------------------------------- parser
+def _grammar_text() -> str:
+    try:  # installed wheel: grammars/ is shipped inside the package
+        return resources.files("netdsl").joinpath("grammars/netdsl.lark").read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):  # source checkout / editable install
+        return (Path(__file__).resolve().parent.parent / "grammars" / "netdsl.lark").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                start=["start", "expr"])
+
+
+def _span(path: str, meta) -> Span:
+    return Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tok_span(path: str, tok: Token) -> Span:
+    return Span(path, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(tok))
+
+
+@v_args(meta=True)
+class _Builder(Transformer):
+    """Lark tree -> dataclasses. Builds only; checks nothing."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def _s(self, meta) -> Span:
+        return _span(self.path, meta)
+
+    # expressions
+    def int(self, meta, c):
+        return Num(int(c[0]), self._s(meta))
+
+    def float(self, meta, c):
+        return Num(float(c[0]), self._s(meta))
+
+    def var(self, meta, c):
+        return Var(str(c[0]), self._s(meta))
+
+    def _bin(op):  # noqa: N805 - helper evaluated at class creation
+        def rule(self, meta, c):
+            return BinOp(op, c[0], c[1], self._s(meta))
+        return rule
+
+    add, sub, mul, floordiv, mod = _bin("+"), _bin("-"), _bin("*"), _bin("//"), _bin("%")
+
+    def neg(self, meta, c):
+        return Neg(c[0], self._s(meta))
+
+    def dims(self, meta, c):
+        return Dims(tuple(int(v) for v in str(c[0]).split("x")), self._s(meta))
+
+    def stride(self, meta, c):
+        v = c[0]
+        if isinstance(v, Token):
+            v = Dims(tuple(int(x) for x in str(v).split("x")), _tok_span(self.path, v))
+        return Stride(v, self._s(meta))
+
+    def tuple(self, meta, c):
+        return Tuple_(tuple(n.value for n in c), self._s(meta))
+
+    # chain elements
+    def ref(self, meta, c):
+        return Ref(str(c[0])[1:], self._s(meta))
+
+    def layer(self, meta, c):
+        return Layer(str(c[0]), tuple(c[1:]), self._s(meta), _tok_span(self.path, c[0]))
+
+    def kwarg(self, meta, c):
+        return KwArg(str(c[0]), c[1], self._s(meta))
+
+    def arg_list(self, meta, c):
+        return tuple(c)
+
+    def call(self, meta, c):
+        return Call(str(c[0]), c[1] or (), self._s(meta), _tok_span(self.path, c[0]))
+
+    def sequence(self, meta, c):
+        return Sequence(tuple(c), self._s(meta))
+
+    def composite(self, meta, c):
+        return Composite(str(c[0]), tuple(c[1:]), self._s(meta), _tok_span(self.path, c[0]))
+
+    def group(self, meta, c):
+        return Group(c[0], self._s(meta))
+
+    def label(self, meta, c):
+        tok = c[0]
+        span = _tok_span(self.path, tok)
+        if tok.type == "NAME":
+            return Label(str(tok), (str(tok),), span)
+        return Label(str(tok)[1:-1], _template_parts(str(tok)[1:-1], span), span)
+
+    def repeat(self, meta, c):
+        return (c[0], str(c[1]) if c[1] is not None else None)
+
+    def element(self, meta, c):
+        label, primary, repeat = c
+        count, var = repeat if repeat is not None else (None, None)
+        return Element(label, primary, count, self._s(meta), var)
+
+    def chain(self, meta, c):
+        return Chain(tuple(c), self._s(meta))
+
+    # statements
+    def shape(self, meta, c):
+        return tuple(int(v) for v in str(c[0]).split("x"))
+
+    def input_option(self, meta, c):
+        name, value = c
+        if isinstance(value, Token):
+            value = Str(str(value).strip('"'), _tok_span(self.path, value)) if value.type == "STRING" \
+                else Var(str(value), _tok_span(self.path, value))
+        return (str(name), value, self._s(meta))
+
+    def input_decl(self, meta, c):
+        return InputDecl(str(c[0]), c[1], tuple(c[2:]), self._s(meta))
+
+    def output_decl(self, meta, c):
+        return OutputDecl(str(c[0]), c[1], self._s(meta))
+
+    def param(self, meta, c):
+        return Param(str(c[0]), c[1], self._s(meta))
+
+    def param_list(self, meta, c):
+        return tuple(c)
+
+    def body(self, meta, c):
+        return tuple(c)
+
+    def block_def(self, meta, c):
+        return BlockDef(str(c[0]), c[1] or (), c[2], self._s(meta))
+
+    def network_def(self, meta, c):
+        return BlockDef(str(c[0]), c[1] or (), c[2], self._s(meta), is_network=True)
+
+    def import_stmt(self, meta, c):
+        return Import(str(c[0]).strip('"'), self._s(meta))
+
+    def start(self, meta, c):
+        return c
+
+
+def _template_parts(text: str, span: Span) -> tuple[str | Expr, ...]:
+    """Split ``denselayer{i + 1}`` into literal text and parsed expressions."""
+    parts: list[str | Expr] = []
+    pos = 0
+    while pos < len(text):
+        start = text.find("{", pos)
+        if start < 0:
+            parts.append(text[pos:])
+            break
+        end = text.find("}", start)
+        if end < 0:
+            raise NetdslSyntaxError("unclosed `{` in a name template", span)
+        if start > pos:
+            parts.append(text[pos:start])
+        inner = text[start + 1:end]
+        col = span.column + 1 + start + 1  # the quote, then the brace
+        try:
+            tree = _parser().parse(inner, start="expr")
+            expr = _Builder(span.path).transform(tree)
+        except UnexpectedInput:
+            raise NetdslSyntaxError(f"`{{{inner}}}` is not an expression", Span(span.path, span.line, col - 1,
+                                                                                span.line, col + len(inner) + 1)) from None
+        parts.append(_shift(expr, span, col - 1))
+        pos = end + 1
+    for p in parts:
+        if isinstance(p, str) and not all(ch.isalnum() or ch in "_-" for ch in p):
+            raise NetdslSyntaxError(f"a name may hold letters, digits, `_` and `-`, got {p!r}", span)
+    return tuple(parts)
+
+
+def _shift(expr, span: Span, col: int):
+    """Re-anchor an expression parsed from inside a template at the template's position."""
+    import dataclasses
+
+    def fix(e):
+        if isinstance(e, (Num, Var, BinOp, Neg)):
+            changes = {"span": Span(span.path, span.line, col + e.span.column - 1, span.line,
+                                    col + e.span.end_column - 1)}
+            if isinstance(e, BinOp):
+                changes.update(left=fix(e.left), right=fix(e.right))
+            if isinstance(e, Neg):
+                changes.update(operand=fix(e.operand))
+            return dataclasses.replace(e, **changes)
+        return e
+
+    return fix(expr)
+
+
+# Names of terminals as a user would call them, for "expected ..." messages.
+_TERMINAL_NAMES = {
+    "_NL": "end of line", "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "DIMS": "a size like 3x3",
+    "REF": "a tensor reference like @name", "STRING": 'a quoted path', "_ARROW": "`->`", "LPAR": "`(`",
+    "RPAR": "`)`", "LBRACE": "`{`", "RBRACE": "`}`", "COLON": "`:`", "COMMA": "`,`", "EQUAL": "`=`",
+    "LESSTHAN": "`<`", "MORETHAN": "`>`", "VBAR": "`|`", "SLASH": "`/`", "PLUS": "`+`", "MINUS": "`-`",
+    "STAR": "`*`", "PERCENT": "`%`", "$END": "end of file", "X": "`x`",
+}
+
+
+def _describe_expected(expected: set[str]) -> str:
+    names = []
+    for term in sorted(expected):
+        if term.startswith("__ANON") or term == "WS":
+            continue
+        names.append(_TERMINAL_NAMES.get(term, f"`{term.lower()}`" if term.isupper() and len(term) < 10
+                                         and term.isalpha() else term))
+    names = sorted(set(names))
+    if not names:
+        return ""
+    if len(names) > 6:
+        names = names[:6] + ["..."]
+    return "expected " + ", ".join(names)
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "_NL":
+        return "end of line"
+    if tok.type == "$END":
+        return "end of file"
+    return f"`{tok}`"
+
+
+def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxError:
+    line = getattr(exc, "line", None) or 1
+    col = getattr(exc, "column", None) or 1
+    if isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        msg = f"unexpected character {ch!r}"
+        span = Span(path, line, col, line, col + 1)
+    elif isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        if tok.type == "$END":
+            lines = text.splitlines() or [""]
+            line, col = len(lines), len(lines[-1]) + 1
+            span = Span(path, line, col, line, col + 1)
+        elif tok.type == "_NL":  # point at the end of the line, not the start of the next
+            span = Span(path, tok.line, tok.column, tok.line, tok.column + 1)
+        else:
+            span = _tok_span(path, tok)
+        expected = _describe_expected(set(exc.expected))
+        msg = f"unexpected {_describe_token(tok)}" + (f"; {expected}" if expected else "")
+        if tok.type == "X":
+            msg += " (`x` is the repetition keyword and cannot be a name; sizes are written without spaces: 3x3)"
+    elif isinstance(exc, UnexpectedEOF):
+        lines = text.splitlines() or [""]
+        span = Span(path, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+        msg = "unexpected end of file"
+    else:  # pragma: no cover - every UnexpectedInput subclass is handled above
+        span = Span(path, line, col, line, col + 1)
+        msg = str(exc).splitlines()[0]
+    return NetdslSyntaxError(msg, span)
+
+
+def parse(text: str, path: str = "<string>") -> Module:
+    """Parse one file's text into a :class:`Module`. Raises NetdslSyntaxError."""
+    Sources.register(path, text)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        raise NetdslSyntaxError(f"source is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB",
+                                Span(path, 1, 1, 1, 2))
+    if "\t" in text:
+        text = text.replace("\t", " ")  # columns count characters; tabs would misplace carets
+    try:
+        tree = _parser().parse(text + "\n", start="start")
+        items = _Builder(path).transform(tree)
+    except UnexpectedInput as exc:
+        raise _syntax_error(path, text, exc) from None
+    except VisitError as exc:  # pragma: no cover - the builder raises nothing of its own
+        raise exc.orig_exc from None
+    except RecursionError:
+        raise NetdslSyntaxError("nesting is too deep", Span(path, 1, 1, 1, 2)) from None
+    imports = tuple(i for i in items if isinstance(i, Import))
+    blocks = tuple(i for i in items if isinstance(i, BlockDef) and not i.is_network)
+    networks = tuple(i for i in items if isinstance(i, BlockDef) and i.is_network)
+    return Module(path, imports, blocks, networks)
+
+
+def read_source(path: str | os.PathLike) -> str:
+    """Read a .net file as UTF-8 text, turning OS and decoding failures into NetdslErrors."""
+    p = Path(path)
+    shown = str(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise NetdslSyntaxError(f"{shown}: no such file") from None
+    except IsADirectoryError:
+        raise NetdslSyntaxError(f"{shown}: is a directory, not a .net file") from None
+    except OSError as exc:
+        raise NetdslSyntaxError(f"{shown}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise NetdslSyntaxError(f"{shown}: source is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = data[: exc.start].decode("utf-8")
+        line = text.count("\n") + 1
+        col = len(text) - (text.rfind("\n") + 1) + 1
+        raise NetdslSyntaxError("file is not UTF-8 text", Span(shown, line, col, line, col + 1)) from None
