@@ -18,5 +18,13 @@ from .errors import (  # noqa: E402
 )
 from .network import Network, load  # noqa: E402
 
+
+def __getattr__(name: str):
+    if name == "Session":  # imported lazily: engines are not needed to check a network
+        from .session import Session
+
+        return Session
+    raise AttributeError(name)
+
 __all__ = ["load", "Network", "NetdslError", "NetdslSyntaxError", "SemanticError", "WeightsError", "EngineError",
-           "UsageError", "__version__"]
+           "UsageError", "Session", "__version__"]

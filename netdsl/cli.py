@@ -19,7 +19,7 @@ from .errors import NetdslError, UsageError
 
 # Each command module defines ``register(subparsers)``; modules beyond the core are imported only
 # to declare their options, and import their heavy dependencies lazily when run.
-COMMAND_MODULES = ("netdsl.cli",)
+COMMAND_MODULES = ("netdsl.cli", "netdsl.cli_runtime", "netdsl.cli_weights")
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -106,7 +106,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise UsageError("--seed must be a non-negative integer")
     out = args.output or f"{net.name}.onnx"
     external = {"auto": "auto", "always": True, "never": False}[args.external_data]
-    files = net.save(out, opset=args.opset, seed=args.seed, external_data=external)
+    from .cli_weights import dtype_options, report_fp16, resolve_weights
+
+    options = dtype_options(args)
+    weights = resolve_weights(net, args)
+    report_fp16(net, weights, args)
+    files = net.save(out, opset=args.opset, seed=args.seed, weights=weights, external_data=external, **options)
     if not args.quiet:
         s = net.summary()
         print(f"wrote {' and '.join(files)}: network {net.name}, opset {args.opset}, {s.params:,} params")
@@ -134,6 +139,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic weight initialisation")
     p.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
                    help="store weights in <output>.data (auto: only past the 2 GB protobuf limit)")
+    from .cli_weights import add_weight_options
+
+    add_weight_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=cmd_compile)
 

@@ -29,6 +29,7 @@ from . import syntax as S
 from .errors import DiagnosticBag, SemanticError, Span
 from .graph import INPUT, Graph, InputSpec, Node, OutputSpec
 from .ops import MERGES, OPS, ArgValue, Attrs, Op, OpError, fmt_shape
+from .preprocess import Preprocess
 
 MAX_CALL_DEPTH = 64
 MAX_REPEAT = 10_000
@@ -37,7 +38,7 @@ MAX_TENSOR_ELEMENTS = 2**31 - 1
 MAX_PARAMS = 2**31 - 1  # 8 GiB of fp32 weights
 MAX_INT = 2**62
 
-COMPOSITES = ("residual", "inception", "scale")
+COMPOSITES = ("residual", "inception", "scale", "seq")
 BUILTIN_NAMES = {"true": 1, "false": 0}
 
 
@@ -63,11 +64,16 @@ class Scope:
     label_spans: dict[str, Span] = field(default_factory=dict)
     counter: int = 0
     used: set[str] = field(default_factory=set)
+    parent: Scope | None = None  # the enclosing scope whose names stay visible (None for a block body)
+    has_input: bool = False  # `@input` means `block_input` here (a block body or a group)
 
     def child(self, name: str, env: dict[str, object] | None = None, trace: tuple[str, ...] | None = None,
-              block_input: int | None = None) -> Scope:
+              block_input: int | None = None, has_input: bool = False) -> Scope:
+        """A nested naming scope. Groups and composites see the enclosing names; a block body (``env`` given)
+        sees only its own names and parameters."""
         return Scope(self.path + name + ".", self.env if env is None else env,
-                     self.trace if trace is None else trace, block_input)
+                     self.trace if trace is None else trace, block_input,
+                     parent=self if env is None else None, has_input=has_input)
 
     def next_index(self) -> str:
         i = self.counter
@@ -163,6 +169,10 @@ class Elaborator:
             self.bag.error(f"name `{st.name}` is already used in this network", st.span)
             return None
         options = tuple((name, _option_value(v)) for name, v, _ in st.options)
+        try:
+            Preprocess.from_options(shape, dict(options))
+        except ValueError as e:
+            self.bag.error(str(e), st.span)
         idx = self.add_node(Node(st.name, INPUT, Attrs(), (), (), shape, st.span))
         scope.names[st.name] = idx
         self.inputs.append(InputSpec(st.name, shape, idx, options, st.span))
@@ -278,13 +288,13 @@ class Elaborator:
         if isinstance(prim, S.Call):
             return self.call(prim, scope, name, flow)
         if isinstance(prim, S.Group):
-            inner = scope.child(name, block_input=flow)
+            inner = scope.child(name, block_input=flow, has_input=True)
             out = self.sequence(prim.body, inner, flow)
             self._merge_names(scope, name, inner)
             return out
         if isinstance(prim, S.Composite):
             if name:  # a labelled composite is a scope of its own
-                inner = scope.child(name, block_input=flow)
+                inner = scope.child(name, block_input=flow, has_input=True)
                 out = self.composite(prim, inner, flow)
                 self._merge_names(scope, name, inner)
                 return out
@@ -394,7 +404,7 @@ class Elaborator:
         if env is None:
             return None
         note = f"in block `{block.name}` called from {call.span}"
-        inner = scope.child(name, env, (note, *scope.trace), block_input=flow)
+        inner = scope.child(name, env, (note, *scope.trace), block_input=flow, has_input=True)
         for pname, value in env.items():
             if isinstance(value, TensorArg):
                 inner.names[pname] = value.tensor
@@ -453,15 +463,22 @@ class Elaborator:
         return self.apply(MERGES[call.name], Attrs(), tuple(tensors), scope, name, call.span)
 
     def lookup(self, ref: S.Ref, scope: Scope) -> int | None:
-        if ref.path == "input" and "input" not in scope.names:
-            if scope.block_input is None and not scope.path:
-                self.bag.error("`@input` is the input of a block; in a network use the input's name", ref.span,
-                               scope.trace)
-            return scope.block_input
-        if ref.path in scope.names:
-            return scope.names[ref.path]
-        self.bag.error(f"unknown tensor `@{ref.path}`" + _suggest(ref.path, list(scope.names)), ref.span,
-                       scope.trace)
+        """The tensor a ``@name`` refers to: the innermost scope that binds it, then enclosing scopes up to the
+        block body or network. ``@input`` is the input of the innermost block call or group."""
+        visible: list[str] = []
+        s: Scope | None = scope
+        while s is not None:
+            if ref.path in s.names:
+                return s.names[ref.path]
+            if ref.path == "input" and s.has_input:
+                return s.block_input  # None only after an error already reported
+            visible.extend(s.names)
+            s = s.parent
+        if ref.path == "input":
+            self.bag.error("`@input` is the input of a block or group; in a network use the input's name",
+                           ref.span, scope.trace)
+            return None
+        self.bag.error(f"unknown tensor `@{ref.path}`" + _suggest(ref.path, visible), ref.span, scope.trace)
         return None
 
     # ------------------------------------------------------------------ composites
@@ -471,6 +488,11 @@ class Elaborator:
             self.bag.error(f"unknown composite `{kind}<`; expected one of " + ", ".join(COMPOSITES),
                            comp.kind_span, scope.trace)
             return None
+        if kind == "seq":  # a plain chain; unlabelled, it numbers its layers in the enclosing scope
+            if len(comp.branches) != 1:
+                self.bag.error("seq< > takes one branch", comp.span, scope.trace)
+                return None
+            return self.sequence(comp.branches[0], scope, flow)
         if kind == "inception":
             outs = [self.sequence(b, scope, flow) for b in comp.branches]
             if any(o is None for o in outs):

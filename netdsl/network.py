@@ -42,17 +42,48 @@ class Network:
         return initial_weights(self.graph, seed)
 
     def to_onnx(self, opset: int = DEFAULT_OPSET, seed: int = 0,
-                weights: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
-        """Lower to an ONNX model; ``weights`` defaults to the deterministic initialisation from ``seed``."""
+                weights: Mapping[str, np.ndarray] | None = None, dtype: str = "fp32",
+                keep_io_fp32: bool = False) -> onnx.ModelProto:
+        """Lower to an ONNX model.
+
+        ``weights`` (e.g. from :meth:`load_weights`) defaults to the deterministic initialisation from
+        ``seed``. ``dtype="fp16"`` emits a float16 model; ``keep_io_fp32`` keeps its inputs and outputs fp32.
+        """
         check_opset(opset)
+        if dtype not in ("fp32", "fp16"):
+            raise UsageError(f"--dtype must be fp32 or fp16, got {dtype}")
         if weights is None:
             weights = initial_weights(self.graph, seed)
-        return lower(self.graph, weights, opset, version=__version__)
+        model = lower(self.graph, weights, opset, version=__version__)
+        if dtype == "fp16":
+            from .precision import to_fp16
+
+            model = to_fp16(model, keep_io_fp32=keep_io_fp32)
+        return model
+
+    def load_weights(self, path: str | os.PathLike, rules: tuple[str, ...] = (), allow_missing: bool = False,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+        """Read a checkpoint (.safetensors, .npz, .onnx, .pt) and bind it strictly to this network's weights."""
+        from .checkpoint import load_weights
+
+        return load_weights(self.graph, path, rules=rules, allow_missing=allow_missing, seed=seed).weights
+
+    def weight_table(self) -> list[dict]:
+        """Every weight the network expects: name, shape, dtype, kind (param/buffer), layer and location."""
+        return [{"name": name, "shape": list(spec.shape), "dtype": "float32", "kind": spec.kind, "layer": node.name,
+                 "op": node.op.name, "location": node.location} for name, spec, node in self.graph.weight_specs()]
+
+    def session(self, engine: str = "ort", device: str = "cpu", **options):
+        """Compile in memory and prepare on an engine: ``net.session().run(image=batch)``."""
+        from .session import Session
+
+        return Session(self, engine=engine, device=device, **options)
 
     def save(self, path: str | os.PathLike, opset: int = DEFAULT_OPSET, seed: int = 0,
-             weights: Mapping[str, np.ndarray] | None = None, external_data: str | bool = "auto") -> list[str]:
-        """Compile and write the ONNX model atomically; returns the files written."""
-        return save_model(self.to_onnx(opset, seed, weights), path, external_data)
+             weights: Mapping[str, np.ndarray] | None = None, external_data: str | bool = "auto",
+             **options) -> list[str]:
+        """Compile and write the ONNX model atomically; returns the files written. ``options`` as :meth:`to_onnx`."""
+        return save_model(self.to_onnx(opset, seed, weights, **options), path, external_data)
 
 
 def check_opset(opset: int) -> None:

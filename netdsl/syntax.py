@@ -343,7 +343,10 @@ class _Builder(Transformer):
         return InputDecl(str(c[0]), c[1], tuple(c[2:]), self._s(meta))
 
     def output_decl(self, meta, c):
-        return OutputDecl(str(c[0]), c[1], self._s(meta))
+        ref = c[1]
+        if isinstance(ref, Token):  # `output aux = @aux1`: the REF terminal, not a `ref` rule
+            ref = Ref(str(ref)[1:], _tok_span(self.path, ref))
+        return OutputDecl(str(c[0]), ref, self._s(meta))
 
     def param(self, meta, c):
         return Param(str(c[0]), c[1], self._s(meta))

@@ -1,0 +1,182 @@
+"""Stage 6: execution engines behind one small seam.
+
+An :class:`Engine` turns a compiled model into a :class:`Runner` for one device (``prepare``);
+a runner executes feeds (``run``), can keep feeds on the device for timing (``bind``), and says
+what it is (``describe``). The CLI and the :class:`netdsl.Session` API see nothing else, so a new
+engine plugs in by adding a module here and a line to :data:`ENGINES`.
+
+Engines import their heavy packages (onnxruntime, tensorrt, cuda-python) lazily, inside ``prepare``
+or ``describe``, so ``netdsl check`` never pays for them and a missing package is a clear
+:class:`~netdsl.errors.EngineError` that says how to install it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import EngineError, UsageError
+
+# name -> (module, class, devices, one-line description)
+ENGINES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "ort": ("netdsl.engines.ort", "OrtEngine", ("cpu", "cuda", "tensorrt"), "ONNX Runtime"),
+    "trt": ("netdsl.engines.trt", "TrtEngine", ("cuda",), "TensorRT"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """An input or output of a compiled model; ``None`` in the shape is the dynamic batch."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+    def describe(self) -> str:
+        dims = "x".join("N" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {dims} {np.dtype(self.dtype).name}"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A compiled ONNX model handed to an engine: in-memory bytes or a path (needed for external data)."""
+
+    name: str
+    onnx_bytes: bytes | None = None
+    path: str | None = None
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+    net_locations: dict[str, str] = field(default_factory=dict)  # ONNX tensor name -> .net source location
+
+    def read_bytes(self) -> bytes:
+        if self.onnx_bytes is not None:
+            return self.onnx_bytes
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            return f.read()
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Options every engine understands; engines ignore what does not apply to them."""
+
+    threads: int | None = None  # intra-op threads; None: the machine's physical cores
+    opt_level: str = "all"  # graph optimisation: disable, basic, extended, all
+    save_optimized: str | None = None  # write the engine's optimised model here
+    precision: str = "fp32"
+    extra_outputs: tuple[str, ...] = ()  # also return these intermediate tensors (compare --per-layer)
+    batch_range: tuple[int, int, int] | None = None  # min, opt, max (TensorRT profiles)
+    cache_dir: str | None = None
+    progress: bool = False
+
+
+class Bound(ABC):
+    """Feeds placed where the engine computes (device memory for GPUs), ready to run repeatedly."""
+
+    @abstractmethod
+    def run(self) -> None:
+        """Execute once on the bound feeds; outputs stay on the device."""
+
+    @abstractmethod
+    def fetch(self) -> dict[str, np.ndarray]:
+        """Copy the outputs of the last run to host memory."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on the CPU)."""  # noqa: B027 - optional hook
+
+
+class Runner(ABC):
+    """A model prepared for one device."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Execute on host arrays and return host arrays, by output name."""
+
+    @abstractmethod
+    def bind(self, feeds: dict[str, np.ndarray]) -> Bound:
+        """Place feeds for repeated timed runs (IO binding on GPUs)."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """Engine, versions, device, threads, optimisation level: what a figure needs to be reproduced."""
+
+
+class Engine(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def prepare(self, model: ModelSource, device: str, options: EngineOptions) -> Runner:
+        """Load/build the model for ``device``; raises EngineError when that cannot be done."""
+
+    @classmethod
+    def doctor(cls) -> dict:
+        """What this engine finds installed, and what is missing for each device."""
+        return {}
+
+
+def get_engine(name: str) -> Engine:
+    if name not in ENGINES:
+        raise UsageError(f"unknown engine `{name}`; choose one of: " + ", ".join(ENGINES))
+    module, cls, _, _ = ENGINES[name]
+    return getattr(importlib.import_module(module), cls)()
+
+
+def check_device(engine: str, device: str) -> None:
+    devices = ENGINES[engine][2] if engine in ENGINES else ()
+    if device not in devices:
+        raise UsageError(f"engine `{engine}` runs on: {', '.join(devices)}; got --device {device}")
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (not hyper-threads) available to this process."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        available = os.cpu_count() or 1
+    cores = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            phys = core = None
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+            if core is not None:
+                cores.add((phys, core))
+    except OSError:
+        pass
+    n = len(cores) or available
+    return max(1, min(n, available))
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def missing(package: str, extra: str, what: str) -> EngineError:
+    return EngineError(f"{what} needs the Python package `{package}`, which is not installed; "
+                       f"install it with: pip install \"netdsl[{extra}]\"")

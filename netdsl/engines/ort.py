@@ -1,0 +1,181 @@
+"""ONNX Runtime engine: CPU, CUDA (with IO binding) and ONNX Runtime's TensorRT execution provider.
+
+Never falls back silently: when ``--device cuda`` is asked for and ONNX Runtime cannot provide the
+CUDA execution provider (CPU-only wheel, no GPU, missing CUDA/cuDNN libraries), it says so and stops.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import EngineError
+from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec, cpu_name, missing, physical_cores
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "tensorrt": "TensorrtExecutionProvider"}
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise missing("onnxruntime", "cpu", "the ONNX Runtime engine (--engine ort)") from None
+    return onnxruntime
+
+
+class OrtEngine(Engine):
+    name = "ort"
+
+    def prepare(self, model: ModelSource, device: str, options: EngineOptions) -> Runner:
+        ort = _ort()
+        provider = PROVIDERS[device]
+        available = ort.get_available_providers()
+        if provider not in available:
+            raise EngineError(_why_unavailable(ort, device, available))
+        so = ort.SessionOptions()
+        if options.opt_level not in OPT_LEVELS:
+            raise EngineError(f"--opt-level must be one of {', '.join(OPT_LEVELS)}")
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[options.opt_level]
+        threads = options.threads or physical_cores()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # warnings from the runtime are not ours to print
+        if options.save_optimized:
+            so.optimized_model_filepath = options.save_optimized
+        providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
+        source = model.path if model.path is not None and model.onnx_bytes is None else model.read_bytes()
+        start = time.perf_counter()
+        try:
+            session = ort.InferenceSession(source, sess_options=so, providers=providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types from C++
+            raise EngineError(f"ONNX Runtime could not load the model: {str(e).strip().splitlines()[0]}") from None
+        if device != "cpu" and provider not in session.get_providers():
+            raise EngineError(_why_unavailable(ort, device, session.get_providers()))
+        return OrtRunner(session, device, threads, options, time.perf_counter() - start)
+
+    @classmethod
+    def doctor(cls) -> dict:
+        try:
+            ort = _ort()
+        except EngineError as e:
+            return {"installed": False, "message": str(e)}
+        import importlib.metadata as md
+
+        dists = [d for d in ("onnxruntime", "onnxruntime-gpu") if _has_dist(md, d)]
+        info = {"installed": True, "version": ort.__version__, "distributions": dists,
+                "providers": ort.get_available_providers(), "device": ort.get_device()}
+        if len(dists) > 1:
+            info["problem"] = ("both onnxruntime and onnxruntime-gpu are installed and shadow each other: "
+                               "pip uninstall -y onnxruntime onnxruntime-gpu, then install one of them")
+        return info
+
+
+def _has_dist(md, name: str) -> bool:
+    try:
+        md.version(name)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def _why_unavailable(ort, device: str, available: list[str]) -> str:
+    provider = PROVIDERS[device]
+    base = (f"--device {device} needs ONNX Runtime's {provider}, but this onnxruntime {ort.__version__} offers only "
+            f"{', '.join(available)}")
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return base + ("; the installed wheel is the CPU build. Install the GPU build instead: "
+                           "pip uninstall -y onnxruntime && pip install \"netdsl[gpu]\"")
+        return base + ("; the CUDA provider failed to load (no NVIDIA GPU visible, or CUDA 12/13 and cuDNN 9 "
+                       "libraries missing); run `netdsl doctor` for details")
+    return base + "; the TensorRT provider needs onnxruntime-gpu and TensorRT libraries"
+
+
+class OrtRunner(Runner):
+    def __init__(self, session, device: str, threads: int, options: EngineOptions, load_seconds: float):
+        self.session, self.device, self.threads, self.options = session, device, threads, options
+        self.load_seconds = load_seconds
+        self.inputs = tuple(_spec(i) for i in session.get_inputs())
+        self.outputs = tuple(_spec(o) for o in session.get_outputs())
+        self._output_names = [o.name for o in self.outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.device == "cpu":
+            values = self.session.run(self._output_names, feeds)
+            return dict(zip(self._output_names, values, strict=True))
+        bound = self.bind(feeds)
+        bound.run()
+        return bound.fetch()
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Bound:
+        return OrtBound(self, feeds)
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        level = self.options.opt_level
+        out = {"engine": "ort", "engine_version": ort.__version__, "device": self.device,
+               "providers": self.session.get_providers(), "threads": self.threads, "opt_level": level}
+        out["device_name"] = cpu_name() if self.device == "cpu" else _gpu_name()
+        return out
+
+
+class OrtBound(Bound):
+    """IO binding: on CUDA, inputs are copied to the GPU once and outputs stay there between runs."""
+
+    def __init__(self, runner: OrtRunner, feeds: dict[str, np.ndarray]):
+        import onnxruntime as ort
+
+        self.runner = runner
+        self.binding = runner.session.io_binding()
+        self._values = []
+        if runner.device == "cpu":
+            for name, value in feeds.items():
+                self.binding.bind_cpu_input(name, value)
+            for name in runner._output_names:
+                self.binding.bind_output(name)
+        else:
+            for name, value in feeds.items():
+                v = ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0)
+                self._values.append(v)  # keep device buffers alive
+                self.binding.bind_ortvalue_input(name, v)
+            for name in runner._output_names:
+                self.binding.bind_output(name, "cuda", 0)
+
+    def run(self) -> None:
+        self.runner.session.run_with_iobinding(self.binding)
+
+    def synchronize(self) -> None:
+        if self.runner.device != "cpu":
+            self.binding.synchronize_outputs()
+
+    def fetch(self) -> dict[str, np.ndarray]:
+        values = self.binding.copy_outputs_to_cpu()
+        return dict(zip(self.runner._output_names, values, strict=True))
+
+
+def _spec(arg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, np.dtype(_DTYPES.get(arg.type, np.float32)))
+
+
+def _gpu_name() -> str:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown GPU"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown GPU"

@@ -1,0 +1,191 @@
+"""The embedding API: a compiled network, prepared on one engine and device, that runs feeds.
+
+    import netdsl
+    net = netdsl.load("networks/resnet50.net")
+    sess = net.session(engine="ort", device="cpu")        # or netdsl.Session("resnet50.onnx")
+    logits = sess.run(image=batch)["logits"]
+
+``Session.run`` checks the feeds (names, dtypes, ranks, fixed sizes) in a few microseconds and then
+calls the engine directly: its overhead over the raw runtime call is measured by
+``tools/bench_overhead.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .engines import EngineOptions, ModelSource, TensorSpec, check_device, get_engine
+from .errors import NetdslError
+from .preprocess import InputError, Preprocess
+
+
+def model_source(model, *, network: str | None = None, args: Mapping | None = None, opset: int | None = None,
+                 seed: int = 0, weights=None, compile_options: Mapping | None = None) -> ModelSource:
+    """A :class:`ModelSource` from a Network, a .net path/source, a .onnx path, or an onnx.ModelProto."""
+    from .network import Network, load
+
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
+        return _onnx_file(str(model))
+    if not isinstance(model, Network) and not _is_model_proto(model):
+        model = load(model, network=network, args=args)
+    if isinstance(model, Network):
+        kwargs = dict(compile_options or {})
+        if opset is not None:
+            kwargs["opset"] = opset
+        proto = model.to_onnx(seed=seed, weights=weights, **kwargs)
+        return _from_proto(proto, model.name)
+    return _from_proto(model, model.graph.name)
+
+
+def _is_model_proto(obj) -> bool:
+    return type(obj).__name__ == "ModelProto"
+
+
+def _from_proto(proto, name: str, path: str | None = None, data: bytes | None = None) -> ModelSource:
+    from onnx import TensorProto, helper
+
+    def spec(v) -> TensorSpec:
+        t = v.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        dtype = helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else np.dtype(np.float32)
+        return TensorSpec(v.name, shape, np.dtype(dtype))
+
+    init = {i.name for i in proto.graph.initializer}
+    inputs = tuple(spec(v) for v in proto.graph.input if v.name not in init)
+    outputs = tuple(spec(v) for v in proto.graph.output)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    locations = {}
+    for node in proto.graph.node:
+        where = node.doc_string.split("\n", 1)[0]
+        if where:
+            for out in node.output:
+                locations[out] = where
+    del TensorProto
+    if path is None and data is None:
+        data = proto.SerializeToString()
+    return ModelSource(name, data, path, inputs, outputs, meta, locations)
+
+
+def _onnx_file(path: str) -> ModelSource:
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    return _from_proto(proto, proto.graph.name or p.stem, path=path if external else None,
+                       data=None if external else p.read_bytes())
+
+
+class Session:
+    """A model prepared on an engine and device.
+
+    ``model``: a :class:`~netdsl.Network`, a path to a .net or .onnx file, .net source text, or an
+    ``onnx.ModelProto``. Engine options: ``threads`` (default: physical cores), ``opt_level``
+    (disable/basic/extended/all), ``save_optimized`` (path for the engine's optimised model).
+    """
+
+    def __init__(self, model, engine: str = "ort", device: str = "cpu", *, threads: int | None = None,
+                 opt_level: str = "all", save_optimized: str | None = None, network: str | None = None,
+                 args: Mapping | None = None, seed: int = 0, weights=None, opset: int | None = None,
+                 compile_options: Mapping | None = None, **engine_options):
+        start = time.perf_counter()
+        self.source = model_source(model, network=network, args=args, opset=opset, seed=seed, weights=weights,
+                                   compile_options=compile_options)
+        self.compile_seconds = time.perf_counter() - start
+        check_device(engine, device)
+        self.options = EngineOptions(threads=threads, opt_level=opt_level, save_optimized=save_optimized,
+                                     **engine_options)
+        start = time.perf_counter()
+        self.runner = get_engine(engine).prepare(self.source, device, self.options)
+        self.prepare_seconds = time.perf_counter() - start
+        self.engine, self.device = engine, device
+        self._inputs = {s.name: s for s in self.runner.inputs}
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.runner.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.runner.outputs
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def preprocessing(self) -> dict[str, Preprocess]:
+        """Each image input's declared preprocessing (from the model's ``netdsl.inputs`` metadata)."""
+        out = {}
+        try:
+            records = json.loads(self.source.metadata.get("netdsl.inputs", "[]"))
+        except json.JSONDecodeError:
+            records = []
+        for rec in records:
+            if not isinstance(rec, dict) or "name" not in rec or "shape" not in rec:
+                continue
+            opts = {k: tuple(v) if isinstance(v, list) else v for k, v in rec.items() if k not in ("name", "shape")}
+            try:
+                out[rec["name"]] = Preprocess.from_options(tuple(rec["shape"]), opts)
+            except ValueError:
+                continue
+        for spec in self.inputs:
+            if spec.name not in out and len(spec.shape) == 4 and None not in spec.shape[1:]:
+                out[spec.name] = Preprocess(*spec.shape[1:])  # plain resize to HxW, no normalisation
+        return out
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Raise InputError unless ``feeds`` has exactly the inputs, with the right dtype and shape."""
+        if feeds.keys() != self._inputs.keys():
+            extra = sorted(set(feeds) - set(self._inputs))
+            if extra:
+                raise InputError(f"unknown input `{extra[0]}`; the model expects {self._expected()}")
+            lacking = sorted(set(self._inputs) - set(feeds))
+            raise InputError(f"missing input `{lacking[0]}`; the model expects {self._expected()}")
+        for name, value in feeds.items():
+            spec = self._inputs[name]
+            if not isinstance(value, np.ndarray):
+                raise InputError(f"input `{name}` must be a numpy array, got {type(value).__name__}; "
+                                 f"expected {spec.describe()}")
+            if value.dtype != spec.dtype:
+                raise InputError(f"input `{name}` has dtype {value.dtype}, expected {spec.describe()} "
+                                 f"(convert with .astype(np.{spec.dtype.name}))")
+            if value.ndim != len(spec.shape) or any(d is not None and d != v
+                                                    for d, v in zip(spec.shape, value.shape, strict=True)):
+                raise InputError(f"input `{name}` has shape {'x'.join(map(str, value.shape))}, expected "
+                                 f"{spec.describe()}")
+
+    def _expected(self) -> str:
+        return ", ".join(s.describe() for s in self.inputs)
+
+    def run(self, feeds: Mapping[str, np.ndarray] | None = None, /, **named: np.ndarray) -> dict[str, np.ndarray]:
+        """Run on host arrays: ``sess.run(image=batch)`` or ``sess.run({"image": batch})``."""
+        all_feeds = dict(feeds) if feeds else {}
+        all_feeds.update(named)
+        self.check_feeds(all_feeds)
+        return self.runner.run(all_feeds)
+
+    def describe(self) -> dict:
+        return self.runner.describe()
+
+    def random_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+        """A seeded random batch for every input (standard normal)."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for spec in self.inputs:
+            shape = tuple(batch if d is None else d for d in spec.shape)
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        return feeds
+
+
+__all__ = ["Session", "model_source", "InputError", "NetdslError"]
