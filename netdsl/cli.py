@@ -19,7 +19,8 @@ from .errors import NetdslError, UsageError
 
 # Each command module defines ``register(subparsers)``; modules beyond the core are imported only
 # to declare their options, and import their heavy dependencies lazily when run.
-COMMAND_MODULES = ("netdsl.cli", "netdsl.cli_runtime", "netdsl.cli_weights")
+COMMAND_MODULES = ("netdsl.cli", "netdsl.cli_runtime", "netdsl.cli_weights", "netdsl.cli_compare",
+                   "netdsl.cli_build", "netdsl.cli_bench")
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -105,10 +106,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError("--seed must be a non-negative integer")
     out = args.output or f"{net.name}.onnx"
+    if os.path.isdir(out):
+        raise UsageError(f"-o {out}: is a directory; give the path of the .onnx file to write")
     external = {"auto": "auto", "always": True, "never": False}[args.external_data]
     from .cli_weights import dtype_options, report_fp16, resolve_weights
 
-    options = dtype_options(args)
+    options = {**dtype_options(args), "fold_bn": args.fold_bn}
     weights = resolve_weights(net, args)
     report_fp16(net, weights, args)
     files = net.save(out, opset=args.opset, seed=args.seed, weights=weights, external_data=external, **options)
@@ -139,6 +142,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic weight initialisation")
     p.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
                    help="store weights in <output>.data (auto: only past the 2 GB protobuf limit)")
+    p.add_argument("--fold-bn", action="store_true", help="fold each bn into the conv before it (netdsl.optimize)")
     from .cli_weights import add_weight_options
 
     add_weight_options(p)

@@ -46,6 +46,9 @@ def open_session(args: argparse.Namespace, engine: str | None = None, device: st
     from .cli_weights import dtype_options, resolve_weights
 
     model, weights, compile_options = args.model, None, dtype_options(args)
+    if compile_options["dtype"] == "fp16":
+        compile_options["keep_io_fp32"] = True  # images and .npy files arrive as fp32; casts sit in the model
+    extra.setdefault("precision", compile_options["dtype"])
     if not model.endswith(".onnx"):
         net = load(model, network=args.network, args=parse_args_kv(args.arg))
         print_diagnostics(net.warnings)

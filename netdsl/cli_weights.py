@@ -17,8 +17,9 @@ def add_weight_options(p: argparse.ArgumentParser, *, dtype: bool = True) -> Non
     p.add_argument("--allow-missing", action="store_true",
                    help="accept a checkpoint that lacks some weights (they keep their seeded initial values)")
     if dtype:
-        p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
-                       help="precision of weights and compute (default fp32)")
+        p.add_argument("--dtype", "--precision", dest="dtype", choices=("fp32", "fp16"), default="fp32",
+                       help="precision of weights and compute (default fp32); fp16 makes an fp16 model, which is "
+                            "also how TensorRT engines get fp16 (TensorRT 11 is strongly typed)")
         p.add_argument("--fp32-io", action="store_true",
                        help="with --dtype fp16: keep the model's inputs and outputs fp32")
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .errors import DiagnosticBag, SemanticError, Span
+from .errors import DiagnosticBag, SemanticError, Span, UsageError
 from .graph import INPUT, Graph, InputSpec, Node, OutputSpec
 from .ops import MERGES, OPS, ArgValue, Attrs, Op, OpError, fmt_shape
 from .preprocess import Preprocess
@@ -46,7 +46,7 @@ class _Fatal(Exception):
     """Stops elaboration: a runaway limit was hit and continuing could exhaust memory."""
 
 
-Value = int | float | None  # None: unknown because of an earlier error
+Value = int | float | tuple[int, ...] | None  # a tuple is a size (`1x7`); None: unknown because of an earlier error
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,7 @@ class Scope:
     label_spans: dict[str, Span] = field(default_factory=dict)
     counter: int = 0
     used: set[str] = field(default_factory=set)
+    absent: dict[str, Span] = field(default_factory=dict)  # labels of elements skipped by a false `if`
     parent: Scope | None = None  # the enclosing scope whose names stay visible (None for a block body)
     has_input: bool = False  # `@input` means `block_input` here (a block body or a group)
 
@@ -99,14 +100,17 @@ class Elaborator:
         self.bag = DiagnosticBag()
         self.inputs: list[InputSpec] = []
         self.outputs: list[OutputSpec] = []
+        self._no_input_reported = False
 
     # ------------------------------------------------------------------ entry point
     def network(self, net: S.BlockDef, args: dict[str, int | float]) -> Graph:
         env: dict[str, object] = dict(BUILTIN_NAMES)
         unknown = set(args) - {p.name for p in net.params}
-        for name in sorted(unknown):
+        if unknown:  # a wrong --arg (or args=) is a usage error, not an error in the file
+            name = sorted(unknown)[0]
             known = ", ".join(p.name for p in net.params) or "none"
-            self.bag.error(f"network `{net.name}` has no parameter `{name}` (parameters: {known})", net.span)
+            raise UsageError(f"network `{net.name}` has no parameter `{name}`"
+                             + _suggest(name, [p.name for p in net.params]) + f" (parameters: {known})")
         for p in net.params:
             if p.name in args:
                 env[p.name] = args[p.name]
@@ -179,12 +183,14 @@ class Elaborator:
         return idx
 
     def output_decl(self, st: S.OutputDecl, scope: Scope, flow: int | None) -> None:
+        if st.condition is not None and not self.condition(st.condition, scope):
+            return  # `output aux1 = @aux1 if aux` with aux false (or an error, already reported)
         tensor = self.lookup(st.ref, scope) if st.ref is not None else flow
         if any(o.name == st.name for o in self.outputs):
             self.bag.error(f"output `{st.name}` is declared twice", st.span)
             return
         if tensor is None:
-            if st.ref is None:
+            if st.ref is None and not self.bag.errors:  # else the layers before it failed: already reported
                 self.bag.error("`output` with no `= @name` needs a preceding layer", st.span)
             return
         self.outputs.append(OutputSpec(st.name, tensor, st.span))
@@ -201,6 +207,14 @@ class Elaborator:
 
     # ------------------------------------------------------------------ elements
     def element(self, el: S.Element, scope: Scope, flow: int | None) -> int | None:
+        if el.condition is not None:
+            present = self.condition(el.condition, scope)
+            if present is None:
+                return None
+            if not present:  # the element does not exist: its input flows on, it takes no name or number
+                if el.label is not None and not el.label.is_template:
+                    scope.absent[el.label.text] = el.span
+                return flow
         prim = el.primary
         if isinstance(prim, S.Ref):
             out = self.lookup(prim, scope)
@@ -215,10 +229,17 @@ class Elaborator:
             label = self.render_label(el.label, scope)
             if el.label is not None and label is None:
                 return None
-            out = self.primary(prim, scope, (label or scope.next_index()) if opens_scope else "", flow)
-            if label:
+            name = self._claim(scope, label, el.label.span) if label else None
+            out = self.primary(prim, scope, (name or scope.next_index()) if opens_scope else "", flow)
+            if label and name == label:
                 self._bind_label(scope, label, out, el.label.span)
             return out
+        if isinstance(prim, S.Layer) and prim.args and isinstance(prim.args[-1], S.Num) \
+                and isinstance(el.repeat, S.Num) and prim.args[-1].span.line == el.repeat.span.line:
+            a, r = prim.args[-1].value, el.repeat.value  # `conv 64 3 x 3`: kernel 3, three times
+            self.bag.warning(f"`{a} x {r}` repeats the layer {r} times; a {a}x{r} size is written without spaces",
+                             Span(el.span.path, el.span.line, prim.args[-1].span.column, el.span.line,
+                                  el.repeat.span.end_column), scope.trace)
         n = self.eval(el.repeat, scope.env, scope.trace)
         if n is None:
             return None
@@ -231,23 +252,47 @@ class Elaborator:
         out = flow
         if el.label is not None and not el.label.is_template:
             # `layer1: bottleneck(64) x 3` -> layer1.0, layer1.1, layer1.2
-            group = scope.child(el.label.text)
+            name = self._claim(scope, el.label.text, el.label.span)
+            group = scope.child(name)
             for i in range(n):
                 with _bound(group, el.index_var, i):
                     out = self.primary(prim, group, str(i) if opens_scope else "", out)
                 group.names[str(i)] = out
-            self._merge_names(scope, el.label.text, group)
-            self._bind_label(scope, el.label.text, out, el.label.span)
+            self._merge_names(scope, name, group)
+            if name == el.label.text:
+                self._bind_label(scope, el.label.text, out, el.label.span)
             return out
         for i in range(n):
             with _bound(scope, el.index_var, i):
                 label = self.render_label(el.label, scope)  # a template: "denselayer{i + 1}"
                 if el.label is not None and label is None:
                     return None
-                out = self.primary(prim, scope, (label or scope.next_index()) if opens_scope else "", out)
-            if label:
+                name = self._claim(scope, label, el.label.span) if label else None
+                out = self.primary(prim, scope, (name or scope.next_index()) if opens_scope else "", out)
+            if label and name == label:
                 self._bind_label(scope, label, out, el.label.span)
         return out
+
+    def _claim(self, scope: Scope, label: str, span: Span) -> str:
+        """The name a labelled element takes: its label, or after a duplicate (reported here, once) a name that
+        no source can spell, so that elaboration goes on and finds the independent errors after it."""
+        if label in scope.label_spans:
+            first = scope.label_spans[label]
+            self.bag.error(f"name `{label}` is already used in this scope (first at {first})" if first != span else
+                           f"this name template gives `{label}` more than once; make it unique, e.g. with the "
+                           f"repetition index", span, scope.trace)
+            return label + "#duplicate"
+        return label
+
+    def condition(self, expr: S.Expr, scope: Scope) -> bool | None:
+        """The value of an ``if`` condition: an integer, true when non-zero; None after an error."""
+        v = self.eval(expr, scope.env, scope.trace)
+        if v is None:
+            return None
+        if not isinstance(v, int):
+            self.bag.error(f"an `if` condition must be an integer (0 is false), got {v}", expr.span, scope.trace)
+            return None
+        return v != 0
 
     def render_label(self, label: S.Label | None, scope: Scope) -> str | None:
         """A label's text, with a template's ``{expr}`` parts evaluated; None on error or no label."""
@@ -307,19 +352,24 @@ class Elaborator:
         if op is None:
             self._unknown_op(layer, scope)
             return None
-        try:
-            args = [self._layer_arg(a, op, scope) for a in layer.args]
-        except _Unknown:
+        args, failed = [], False
+        for a in layer.args:  # every argument, so that independent mistakes are all reported
+            try:
+                args.append(self._layer_arg(a, op, scope))
+            except _Unknown:
+                failed = True
+        if failed:
             return None
-        if flow is None:
-            if not self.nodes:
-                self.bag.error("a layer needs an input: declare one first (e.g. `input image: 3x224x224`)",
-                               layer.span, scope.trace)
-            return None
-        try:
+        try:  # arguments are checked even when the input is unknown: their errors do not depend on it
             attrs = op.bind(args)
         except OpError as e:
             self.bag.error(str(e), getattr(e, "span", None) or layer.span, scope.trace)
+            return None
+        if flow is None:
+            if not self.nodes and not self._no_input_reported:  # once: the layers after it are no news
+                self._no_input_reported = True
+                self.bag.error("a layer needs an input: declare one first (e.g. `input image: 3x224x224`)",
+                               layer.span, scope.trace)
             return None
         return self.apply(op, attrs, (flow,), scope, name, layer.span)
 
@@ -331,6 +381,12 @@ class Elaborator:
             value = v.values if isinstance(v, S.Dims) else self._need(self.eval(v, scope.env, scope.trace))
             return ArgValue("stride", value, arg.span)
         if isinstance(arg, S.Var) and (arg.name not in scope.env or _is_option(op, arg.name)):
+            if arg.name not in scope.env and not _is_option(op, arg.name) and arg.name not in _VALUE_WORDS:
+                options = [o.name for o in op.options if not o.positional]
+                hint = _suggest(arg.name, [k for k in scope.env if k not in BUILTIN_NAMES] + options)
+                if hint:  # a misspelt parameter or option; otherwise bind() lists the options
+                    self.bag.error(f"unknown name `{arg.name}`{hint}", arg.span, scope.trace)
+                    raise _Unknown
             return ArgValue("word", arg.name, arg.span)
         return ArgValue("value", self._need(self.eval(arg, scope.env, scope.trace)), arg.span)
 
@@ -397,8 +453,9 @@ class Elaborator:
             self.bag.error(msg, call.name_span, scope.trace)
             return None
         if len(scope.trace) >= MAX_CALL_DEPTH:
+            chain = scope.trace[:2] + (f"... {len(scope.trace) - 3} more calls ...",) + scope.trace[-1:]
             self.bag.error(f"blocks call each other more than {MAX_CALL_DEPTH} deep (is `{call.name}` recursive?)",
-                           call.span, scope.trace[:3] + ("...",))
+                           call.span, chain)
             raise _Fatal
         env = self.bind_call(block, call, scope)
         if env is None:
@@ -472,6 +529,10 @@ class Elaborator:
                 return s.names[ref.path]
             if ref.path == "input" and s.has_input:
                 return s.block_input  # None only after an error already reported
+            if ref.path in s.absent:
+                self.bag.error(f"`@{ref.path}` does not exist here: its element (at {s.absent[ref.path]}) is "
+                               f"skipped because its `if` condition is false", ref.span, scope.trace)
+                return None
             visible.extend(s.names)
             s = s.parent
         if ref.path == "input":
@@ -541,8 +602,11 @@ class Elaborator:
             if bs != xs:
                 stride = _projection_stride(xs, bs)
                 if stride is None:
+                    why = (f"a 1x1 conv of any stride cannot turn {fmt_shape(xs[1:])} into {fmt_shape(bs[1:])}"
+                           if len(xs) == 3 == len(bs) else "a projection needs CxHxW tensors")
                     self.bag.error(f"residual body outputs {fmt_shape(bs)} but its input is {fmt_shape(xs)}, and "
-                                   f"no 1x1 projection shortcut maps one to the other", comp.span, scope.trace)
+                                   f"no projection shortcut can match them ({why}); give the shortcut: "
+                                   f"residual< body | shortcut >", comp.span, scope.trace)
                     return None
                 short = self.projection(scope, flow, bs[0], stride, comp.span)
         return self.apply(MERGES["add"], Attrs(), (body, short), scope, scope.unique("add"), comp.span)
@@ -561,6 +625,8 @@ class Elaborator:
         """Evaluate an integer/float expression; reports errors and returns None for unknown values."""
         if isinstance(e, S.Num):
             return e.value
+        if isinstance(e, S.Dims):  # a size such as 1x7, passed to a block and on to a layer's size argument
+            return e.values
         if isinstance(e, S.Var):
             if e.name not in env:
                 self.bag.error(f"unknown name `{e.name}`" + _suggest(e.name, [k for k in env if k not in
@@ -573,21 +639,32 @@ class Elaborator:
             return v
         if isinstance(e, S.Neg):
             v = self.eval(e.operand, env, trace)
+            if isinstance(v, tuple):
+                return self._size_as_number(v, e.span, trace)
             return None if v is None else -v
         if isinstance(e, S.BinOp):
             a, b = self.eval(e.left, env, trace), self.eval(e.right, env, trace)
             if a is None or b is None:
                 return None
+            if isinstance(a, tuple) or isinstance(b, tuple):
+                return self._size_as_number(a if isinstance(a, tuple) else b, e.span, trace)
             if e.op in ("//", "%") and b == 0:
                 self.bag.error("division by zero", e.span, trace)
                 return None
             v = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "//": lambda: a // b,
-                 "%": lambda: a % b}[e.op]()
+                 "%": lambda: a % b, "==": lambda: int(a == b), "!=": lambda: int(a != b),
+                 "<": lambda: int(a < b), "<=": lambda: int(a <= b), ">": lambda: int(a > b),
+                 ">=": lambda: int(a >= b)}[e.op]()
             if isinstance(v, int) and abs(v) > MAX_INT:
                 self.bag.error(f"integer {v} is too large", e.span, trace)
                 return None
             return v
         raise AssertionError(e)
+
+
+    def _size_as_number(self, size: tuple[int, ...], span: Span, trace: tuple[str, ...]) -> None:
+        self.bag.error(f"{fmt_shape(size)} is a size, not a number: it can only be passed on to a layer argument "
+                       f"that takes a size (kernel, pad, stride, adaptive)", span, trace)
 
 
 class _bound:
@@ -608,6 +685,9 @@ class _bound:
 
 class _Unknown(Exception):
     """An argument's value is unknown because of an error already reported."""
+
+
+_VALUE_WORDS = ("same", "true", "false")  # words that are option values (`pad same`), never names
 
 
 def _is_option(op: Op, name: str) -> bool:

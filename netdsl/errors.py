@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+MAX_QUOTED = 150  # characters of a source line a diagnostic quotes; longer lines show a window around the span
+
 
 @dataclass(frozen=True, slots=True)
 class Span:
@@ -69,12 +71,19 @@ class Diagnostic:
             if text is not None:
                 text = text.expandtabs(1)
                 gutter = f"{self.span.line:>5} | "
-                out.append(gutter + text)
                 start = self.span.column - 1
                 if self.span.end_line == self.span.line:
                     width = max(1, self.span.end_column - self.span.column)
                 else:
                     width = max(1, len(text.rstrip()) - start)
+                if len(text) > MAX_QUOTED:  # quote a window of a very long line around the span
+                    first = max(0, min(start - MAX_QUOTED // 3, len(text) - MAX_QUOTED))
+                    shown = ("..." if first else "") + text[first:first + MAX_QUOTED]
+                    shown += "..." if first + MAX_QUOTED < len(text) else ""
+                    start = start - first + (3 if first else 0)
+                    width = min(width, MAX_QUOTED - (start - (3 if first else 0)))
+                    text = shown
+                out.append(gutter + text)
                 out.append(" " * (len(gutter) - 2) + "| " + " " * start + "^" * width)
         out.extend(f"note: {n}" for n in self.notes)
         return "\n".join(out)

@@ -2,6 +2,9 @@
 
 A crash or Ctrl-C never leaves a truncated file at the target path: data goes to a temporary file
 in the same directory, is flushed to disk, and replaces the target with ``os.replace``.
+
+A :class:`~netdsl.lower.LoweredModel` is streamed to its file: its weights are computed while it is
+written, and no serialized copy of the whole model is ever held in memory.
 """
 
 from __future__ import annotations
@@ -9,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import onnx
-from onnx import external_data_helper
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import NetdslError
+from .lower import LoweredModel
+
+if TYPE_CHECKING:
+    import onnx
 
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_THRESHOLD = 1_900_000_000  # bytes of initializers above which external data is used ("auto")
@@ -50,9 +55,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    write_with(path, lambda f: f.write(data))
+
+
+def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Atomically write ``path`` by calling ``write(file)``; OS failures become :class:`OutputError`."""
     try:
         with atomic_open(path) as f:
-            f.write(data)
+            write(f)
     except IsADirectoryError:
         raise OutputError(f"{path}: is a directory") from None
     except OSError as e:
@@ -65,13 +75,20 @@ def initializer_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in model.graph.initializer)
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: str | bool = "auto") -> list[str]:
+def save_model(model: onnx.ModelProto | LoweredModel, path: str | os.PathLike,
+               external_data: str | bool = "auto") -> list[str]:
     """Write ``model`` atomically; returns the files written.
 
     ``external_data``: ``"auto"`` (only when the model would pass the 2 GB protobuf limit), True or False.
     External data goes to ``<name>.data`` beside the model, written atomically before the model.
+    Both kinds of model give the same bytes for the same content.
     """
     path = Path(path)
+    if isinstance(model, LoweredModel):
+        return _save_lowered(model, path, external_data)
+    import onnx
+    from onnx import external_data_helper
+
     use_external = external_data is True or (external_data == "auto" and initializer_bytes(model) > EXTERNAL_THRESHOLD)
     if not use_external:
         data = model.SerializeToString()
@@ -103,4 +120,20 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: s
             raise
         raise OutputError(f"{path.parent / location}: cannot write: {e.strerror or e}") from None
     write_bytes(path, model.SerializeToString())
+    return [str(path.parent / location), str(path)]
+
+
+def _save_lowered(model: LoweredModel, path: Path, external_data: str | bool) -> list[str]:
+    """:func:`save_model` for a model whose weights are computed as they are written."""
+    use_external = external_data is True or (external_data == "auto" and
+                                             model.initializer_bytes() > EXTERNAL_THRESHOLD)
+    if not use_external:
+        if model.serialized_size() > PROTOBUF_LIMIT:
+            raise OutputError(f"{path}: model is over the 2 GB protobuf limit; use external data")
+        write_with(path, model.write)
+        return [str(path)]
+    location = path.name + ".data"
+    with_references: list[onnx.ModelProto] = []
+    write_with(path.parent / location, lambda f: with_references.append(model.external(f, location)))
+    write_bytes(path, with_references[0].SerializeToString())
     return [str(path.parent / location), str(path)]

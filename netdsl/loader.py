@@ -31,8 +31,10 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
     hasher = hashlib.sha256()
     blocks: dict[str, S.BlockDef] = {}
     loaded: set[str] = set()
+    shown_as: dict[str, str] = {}  # file key -> path as diagnostics show it
 
     def visit(text: str, shown: str, directory: str | None, stack: tuple[str, ...]) -> S.Module:
+        shown_as[stack[-1]] = shown
         hasher.update(text.encode("utf-8"))
         module = S.parse(text, shown)
         for imp in module.imports:
@@ -42,7 +44,8 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
             target = os.path.normpath(os.path.join(directory, imp.path))
             key = os.path.realpath(target)
             if key in stack:
-                bag.error(f"import cycle: {imp.path} is already being imported", imp.span)
+                cycle = " -> ".join(shown_as[k] for k in (*stack[stack.index(key):], key))
+                bag.error(f"import cycle: {cycle}", imp.span)
                 continue
             if key in loaded:
                 continue
@@ -50,7 +53,10 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
                 bag.error("imports nest too deep", imp.span)
                 continue
             if not os.path.isfile(target):
-                bag.error(f"cannot import {imp.path}: no such file ({target})", imp.span)
+                what = "a directory, not a file" if os.path.isdir(target) else "no such file"
+                where = "" if _shown(target) == imp.path else f" {_shown(target)}"
+                bag.error(f"cannot import {imp.path}: {what}{where} (an import is relative to the directory of "
+                          f"the file that imports it)", imp.span)
                 continue
             loaded.add(key)
             visit(S.read_source(target), _shown(target), os.path.dirname(target), (*stack, key))
@@ -90,7 +96,9 @@ def choose_network(program: Program, name: str | None) -> S.BlockDef:
         have = ", ".join(n.name for n in nets) or "none"
         raise UsageError(f"{program.main.path}: no network named `{name}` (networks in this file: {have})")
     if not nets:
-        raise SemanticError(f"{program.main.path}: defines no `network` (only blocks?)")
+        have = ", ".join(f"`{b.name}`" for b in program.main.blocks)
+        raise SemanticError(f"{program.main.path}: defines no `network`" + (f" (only blocks: {have})" if have else
+                            " (expected e.g. `network name { input image: 3x224x224 ... }`)"))
     if len(nets) > 1:
         have = ", ".join(n.name for n in nets)
         raise UsageError(f"{program.main.path}: holds several networks ({have}); pick one with --network NAME")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-
-import numpy as np
-import onnx
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .analysis import Summary, summarize
 from .elaborate import Elaborator
 from .errors import Diagnostic, UsageError
-from .files import save_model
 from .graph import Graph
 from .loader import choose_network, load_program, read
-from .lower import DEFAULT_OPSET, MIN_OPSET, lower, max_opset
-from .weights import initial_weights
+from .lower import DEFAULT_OPSET, MIN_OPSET, lower, lower_model, max_opset
+
+if TYPE_CHECKING:  # numpy and onnx are imported when first needed: `netdsl check` never needs them
+    import numpy as np
+    import onnx
 
 
 class Network:
@@ -39,22 +39,30 @@ class Network:
         return summarize(self.graph)
 
     def initial_weights(self, seed: int = 0) -> dict[str, np.ndarray]:
+        from .weights import initial_weights
+
         return initial_weights(self.graph, seed)
 
     def to_onnx(self, opset: int = DEFAULT_OPSET, seed: int = 0,
                 weights: Mapping[str, np.ndarray] | None = None, dtype: str = "fp32",
-                keep_io_fp32: bool = False) -> onnx.ModelProto:
+                keep_io_fp32: bool = False, fold_bn: bool = False) -> onnx.ModelProto:
         """Lower to an ONNX model.
 
         ``weights`` (e.g. from :meth:`load_weights`) defaults to the deterministic initialisation from
         ``seed``. ``dtype="fp16"`` emits a float16 model; ``keep_io_fp32`` keeps its inputs and outputs fp32.
+        ``fold_bn`` folds each bn into the conv before it (:func:`netdsl.optimize.fold_batchnorm`, in fp32).
         """
         check_opset(opset)
         if dtype not in ("fp32", "fp16"):
             raise UsageError(f"--dtype must be fp32 or fp16, got {dtype}")
         if weights is None:
-            weights = initial_weights(self.graph, seed)
-        model = lower(self.graph, weights, opset, version=__version__)
+            model = lower_model(self.graph, opset, seed=seed, version=__version__).to_proto()
+        else:
+            model = lower(self.graph, weights, opset, version=__version__)
+        if fold_bn:
+            from .optimize import fold_batchnorm
+
+            model = fold_batchnorm(model).model
         if dtype == "fp16":
             from .precision import to_fp16
 
@@ -83,10 +91,20 @@ class Network:
              weights: Mapping[str, np.ndarray] | None = None, external_data: str | bool = "auto",
              **options) -> list[str]:
         """Compile and write the ONNX model atomically; returns the files written. ``options`` as :meth:`to_onnx`."""
+        from .files import save_model
+
+        if options.get("dtype", "fp32") == "fp32" and not options.get("fold_bn") and \
+                set(options) <= {"dtype", "keep_io_fp32", "fold_bn"}:
+            # Nothing rewrites the lowered model: stream it to the file, computing weights as they are written.
+            check_opset(opset)
+            return save_model(lower_model(self.graph, opset, weights=weights, seed=seed, version=__version__),
+                              path, external_data)
         return save_model(self.to_onnx(opset, seed, weights, **options), path, external_data)
 
 
 def check_opset(opset: int) -> None:
+    import onnx
+
     hi = max_opset()
     if not MIN_OPSET <= opset <= hi:
         raise UsageError(f"--opset must be between {MIN_OPSET} and {hi} (the newest this onnx {onnx.__version__} "

@@ -19,8 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:  # pragma: no cover
     from .graph import Node
     from .lower import OnnxBuilder
@@ -101,7 +99,7 @@ def _as_pair(v: object, what: str) -> Pair:
             raise OpError(f"{what} must be N or HxW, got {fmt_shape(v)}")
         return (int(v[0]), int(v[1]))
     if isinstance(v, bool) or not isinstance(v, int):
-        raise OpError(f"{what} must be an integer, got {v!r}")
+        raise OpError(f"{what} must be an integer N or a size HxW, got {v!r}")
     return (v, v)
 
 
@@ -170,12 +168,19 @@ class Op:
                     if opt.kind == "pad" and value == "same" or opt.kind == "bool" and value in ("true", "false"):
                         value = {"true": True, "false": False}.get(value, value)
                     else:
-                        raise _located(f"unknown name `{value}`", nxt.span)
+                        takes = {"int": "an integer", "float": "a number", "pair": "N or HxW",
+                                 "pad": "N, HxW or `same`", "bool": "true or false"}[opt.kind]
+                        raise _located(f"unknown name `{value}` (`{opt.name}` takes {takes})", nxt.span)
                 attrs[opt.name] = _coerce_at(opt, value, nxt.span)
                 i += 2
                 continue
             if arg.kind == "word":
-                known = ", ".join(sorted(o.name for o in self.options if not o.positional)) or "none"
+                if arg.value in OPS:  # `conv 8 3x3 relu`: a forgotten arrow
+                    raise _located(f"`{arg.value}` is a layer, not an argument of {self.name}: "
+                                   f"separate layers with `->`", arg.span)
+                known = ", ".join(sorted(o.name for o in self.options if not o.positional))
+                if not known:
+                    raise _located(f"unknown name `{arg.value}` ({self.name} has no options)", arg.span)
                 raise _located(f"unknown name `{arg.value}` (options of {self.name}: {known})", arg.span)
             if arg.kind == "stride":
                 if "stride" not in by_name:
@@ -283,8 +288,10 @@ class Windowed(Op):
                    for n, k, s, lo, hi, d in zip(x[1:], kernel, stride, pads[:2], pads[2:], dil, strict=True))
         if min(hw) <= 0:
             eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dil, strict=True))
-            raise OpError(f"kernel {fmt_shape(eff)} does not fit the input {fmt_shape(x[1:])} "
-                          f"padded by {pads[0]}x{pads[1]}")
+            dilated = " (dilated)" if tuple(dil) != (1, 1) else ""
+            padded = f" padded by {pads[0]}x{pads[1]}" if any(pads) else ""
+            raise OpError(f"{self.name} kernel {fmt_shape(eff)}{dilated} is larger than its input "
+                          f"{fmt_shape(x[1:])}{padded}")
         return hw, pads
 
     def window(self, attrs, inputs):
@@ -292,7 +299,7 @@ class Windowed(Op):
         return tuple((k - 1) * d + 1 for k, d in zip(attrs.kernel, dil, strict=True)), attrs.stride
 
     def dropped(self, attrs, inputs):
-        if attrs.get("ceil") or attrs.pad == "same":
+        if attrs.get("ceil") or attrs.get("floor") or attrs.pad == "same":  # `floor`: the drop is intended
             return None
         x = inputs[0]
         dil = attrs.get("dilation") or (1, 1)
@@ -324,7 +331,7 @@ def _onnx_pads(p: tuple[int, int, int, int]) -> list[int]:
 # ----------------------------------------------------------------------------- conv, fc, norms
 class Conv(Op):
     name = "conv"
-    summary = "2-D convolution: conv OUT KxK [/S] [pad P|same] [dilation D] [groups G|depthwise] [nobias]"
+    summary = "2-D convolution: conv OUT KxK [/S] [pad P|same] [dilation D] [groups G|depthwise] [nobias] [floor]"
     onnx_ops = ("Conv",)
     options = (
         Option("out", "int", positional=True, required=True, help="the number of output channels"),
@@ -336,6 +343,7 @@ class Conv(Op):
         Option("depthwise", "flag"),
         Option("bias", "bool", True),
         Option("nobias", "flag"),
+        Option("floor", "flag", help="output sizes round down on purpose: no warning for unread rows/columns"),
     )
 
     def validate(self, a):
@@ -446,7 +454,7 @@ class BatchNorm(Op):
 class Lrn(Op):
     name = "lrn"
     summary = "local response normalisation across channels (AlexNet): lrn SIZE [alpha A] [beta B] [k K]"
-    onnx_ops = ("LRN",)
+    onnx_ops = ("LRN", "Mul", "Unsqueeze", "Pad", "AveragePool", "Squeeze", "Add", "Pow", "Div")
     options = (Option("size", "int", 5, positional=True), Option("alpha", "float", 1e-4),
                Option("beta", "float", 0.75), Option("k", "float", 1.0, aliases=("bias",)))
 
@@ -460,27 +468,47 @@ class Lrn(Op):
 
     def lower(self, b, node):
         a = node.attrs  # PyTorch's LocalResponseNorm and ONNX's LRN both divide alpha by size
-        b.emit("LRN", [b.input(node, 0)], size=a.size, alpha=a.alpha, beta=a.beta, bias=a.k)
+        x = b.input(node, 0)
+        if a.size % 2:
+            b.emit("LRN", [x], size=a.size, alpha=a.alpha, beta=a.beta, bias=a.k)
+            return
+        # Even sizes: ONNX Runtime's LRN accepts odd sizes only, and ONNX centres an even window one channel
+        # later than PyTorch. PyTorch's formula spelled out: x / (k + alpha * mean(x^2 over channels
+        # c - size//2 .. c + (size-1)//2, zero-padded)) ** beta.
+        c, h, w = node.in_shapes[0]
+        n = a.size
+        sq = b.emit("Mul", [x, x], out=b.tmp(node, "square"))
+        sq5 = b.emit("Unsqueeze", [sq, b.const("axes1", [1], "int64")], out=b.tmp(node, "square5", (1, c, h, w)))
+        pad = b.const(f"{node.name}.pads", [0, 0, n // 2, 0, 0, 0, 0, (n - 1) // 2, 0, 0], "int64")
+        padded = b.emit("Pad", [sq5, pad], out=b.tmp(node, "padded", (1, c + n - 1, h, w)))
+        mean5 = b.emit("AveragePool", [padded], kernel_shape=[n, 1, 1], out=b.tmp(node, "mean5", (1, c, h, w)))
+        mean = b.emit("Squeeze", [mean5, b.const("axes1", [1], "int64")], out=b.tmp(node, "mean"))
+        scaled = b.emit("Mul", [mean, b.const(f"{node.name}.alpha", a.alpha, "float32")], out=b.tmp(node, "scaled"))
+        base = b.emit("Add", [scaled, b.const(f"{node.name}.k", a.k, "float32")], out=b.tmp(node, "base"))
+        div = b.emit("Pow", [base, b.const(f"{node.name}.beta", a.beta, "float32")], out=b.tmp(node, "divisor"))
+        b.emit("Div", [x, div])
 
 
 # ----------------------------------------------------------------------------- pooling
 class Pool(Op):
-    summary = "pooling: {name} KxK [/S] [pad P] [ceil] | {name} global | {name} adaptive HxW"
+    summary = "pooling: {name} KxK [/S] [pad P] [ceil|floor] | {name} global | {name} adaptive HxW"
     onnx_ops = ()
 
     def __init__(self, name: str, onnx_op: str):
         self.name = name
         self.onnx_op = onnx_op
-        self.onnx_ops = (onnx_op, "Global" + onnx_op, "Identity")
+        self.onnx_ops = (onnx_op, "Global" + onnx_op, "Identity", "Slice", "Concat", "Gather")
         self.summary = Pool.summary.format(name=name)
         opts = [Option("kernel", "pair", None, positional=True), Option("stride", "pair", None),
                 Option("pad", "pad", (0, 0), aliases=("padding",)), Option("ceil", "flag"),
-                Option("global", "flag"), Option("adaptive", "pair", None)]
+                Option("floor", "flag"), Option("global", "flag"), Option("adaptive", "pair", None)]
         if name == "avgpool":
             opts.append(Option("exclude_pad", "flag"))
         self.options = tuple(opts)
 
     def validate(self, a):
+        if a.ceil and a.floor:
+            raise OpError(f"{self.name} takes `ceil` or `floor`, not both")
         modes = sum([a.kernel is not None, a["global"], a.adaptive is not None])
         if modes != 1:
             raise OpError(f"{self.name} needs exactly one of a kernel size, `global` or `adaptive HxW`")
@@ -492,25 +520,33 @@ class Pool(Op):
                     raise OpError(f"{self.name} {what} must be positive, got {fmt_shape(a[what])}")
             if a.pad != "same" and min(a.pad) < 0:
                 raise OpError(f"padding must not be negative, got {fmt_shape(a.pad)}")
+        if a.adaptive is not None and min(a.adaptive) <= 0:
+            raise OpError(f"{self.name} adaptive output size must be positive, got {fmt_shape(a.adaptive)}")
 
     def infer(self, a, inputs):
         (x,) = inputs
         _need_rank(self.name, x, 3)
         if a["global"]:
             return (x[0], 1, 1), a
-        if a.adaptive is not None:
+        if a.adaptive is not None:  # any output size, as PyTorch (windows may be uneven and overlap)
             oh, ow = a.adaptive
-            if x[1] % oh or x[2] % ow:
-                raise OpError(f"adaptive {fmt_shape(a.adaptive)} needs an input size divisible by it, "
-                              f"got {fmt_shape(x[1:])} (netdsl lowers it to a fixed pool)")
-            k = (x[1] // oh, x[2] // ow)
-            return (x[0], oh, ow), a.with_(kernel=k, stride=k, pads=(0, 0, 0, 0))
+            windows = (adaptive_windows(x[1], oh), adaptive_windows(x[2], ow))
+            a = a.with_(windows=windows, pads=(0, 0, 0, 0))
+            fixed = [_fixed_pool(w) for w in windows]
+            if fixed[0] and fixed[1]:  # one ordinary pool computes it (always so when the output divides the input)
+                a = a.with_(kernel=(fixed[0][0], fixed[1][0]), stride=(fixed[0][1], fixed[1][1]))
+            return (x[0], oh, ow), a
         hw, pads = Windowed._spatial(self, a, x, ceil=a.ceil)
         return (x[0], *hw), a.with_(pads=pads)
 
     def window(self, a, inputs):
         if a["global"]:
             return tuple(inputs[0][1:]), (1, 1)
+        if a.adaptive is not None:  # the largest window; the mean step between windows when they are uneven
+            kernel = tuple(max(end - start for start, end in w) for w in a.windows)
+            stride = tuple(f[1] if f else n / len(w)
+                           for f, n, w in zip(map(_fixed_pool, a.windows), inputs[0][1:], a.windows, strict=True))
+            return kernel, stride
         return a.kernel, a.stride
 
     def dropped(self, a, inputs):
@@ -521,14 +557,108 @@ class Pool(Op):
         if a["global"]:
             b.emit("Global" + self.onnx_op, [b.input(node, 0)])
             return
-        if a.adaptive is not None and a.kernel == (1, 1):
+        if a.adaptive is not None and a.kernel is None:
+            self._lower_uneven(b, node)
+            return
+        if a.adaptive is not None and a.kernel == (1, 1) and a.stride == (1, 1):
             b.emit("Identity", [b.input(node, 0)])
             return
         extra = {}
         if self.onnx_op == "AveragePool":
             extra["count_include_pad"] = 0 if a.get("exclude_pad") else 1  # PyTorch counts padding by default
-        b.emit(self.onnx_op, [b.input(node, 0)], kernel_shape=list(a.kernel), strides=list(a.stride),
-               pads=_onnx_pads(a.pads), ceil_mode=int(bool(a.ceil)), **extra)
+        x = b.input(node, 0)
+        pads, ceil_mode, crop = _ceil_pads(a, node.in_shapes[0], node.shape)
+        if crop is not None:  # drop trailing rows/columns no window reads (see _ceil_pads)
+            c = node.in_shapes[0][0]
+            x = b.emit("Slice", [x, b.const("zeros2", [0, 0], "int64"),
+                                 b.const(f"{node.name}.crop_ends", list(crop), "int64"),
+                                 b.const("axes_hw", [2, 3], "int64")],
+                       out=b.tmp(node, "cropped", (c, *crop)))
+        b.emit(self.onnx_op, [x], kernel_shape=list(a.kernel), strides=list(a.stride),
+               pads=_onnx_pads(pads), ceil_mode=ceil_mode, **extra)
+
+    def _lower_uneven(self, b, node):
+        """Adaptive pooling that no single pool computes, one spatial axis at a time (a window is rows x columns,
+        and both the mean and the max over it are the mean/max over columns of the mean/max over rows). Per
+        axis: an ordinary pool when its windows are one; otherwise a stride-1 pool of each window size that
+        occurs (at most two: ceil(in/out) and one more), concatenated along the axis, then a Gather of each output
+        cell's window start in that concatenation. Exact: every cell averages (or maxes) exactly its window."""
+        shape = list(node.in_shapes[0])
+        steps = [(axis, w) for axis, w, n in zip((2, 3), node.attrs.windows, shape[1:], strict=True)
+                 if w != tuple((i, i + 1) for i in range(n))]  # an axis whose windows are single cells: as is
+        x = b.input(node, 0)
+        for i, (axis, windows) in enumerate(steps):
+            final = i == len(steps) - 1
+            side = "rows" if axis == 2 else "columns"
+            fixed = _fixed_pool(windows)
+            shape[axis - 1] = len(windows)
+            if fixed:
+                k, s = fixed
+                x = b.emit(self.onnx_op, [x], kernel_shape=[k, 1] if axis == 2 else [1, k],
+                           strides=[s, 1] if axis == 2 else [1, s],
+                           out=None if final else b.tmp(node, f"pooled_{side}", tuple(shape)))
+                continue
+            n = node.in_shapes[0][axis - 1]
+            parts, offset, index = [], 0, {}
+            for size in sorted({end - start for start, end in windows}):
+                index[size] = offset
+                offset += n - size + 1
+                if size == 1:  # a window of one: the input itself
+                    parts.append(x)
+                    continue
+                pooled = list(shape)
+                pooled[axis - 1] = n - size + 1
+                parts.append(b.emit(self.onnx_op, [x], kernel_shape=[size, 1] if axis == 2 else [1, size],
+                                    strides=[1, 1], out=b.tmp(node, f"{side}_window{size}", tuple(pooled))))
+            if len(parts) > 1:
+                stacked = list(shape)
+                stacked[axis - 1] = offset
+                source = b.emit("Concat", parts, axis=axis, out=b.tmp(node, f"{side}_windows", tuple(stacked)))
+            else:
+                source = parts[0]
+            starts = [index[end - start] + start for start, end in windows]
+            x = b.emit("Gather", [source, b.const(f"{node.name}.{side}", starts, "int64")], axis=axis,
+                       out=None if final else b.tmp(node, f"pooled_{side}", tuple(shape)))
+
+
+def adaptive_windows(n_in: int, n_out: int) -> tuple[Pair, ...]:
+    """PyTorch's adaptive pooling windows along one axis: ``[start, end)`` of each of ``n_out`` cells, with
+    start = floor(i * n_in / n_out) and end = ceil((i + 1) * n_in / n_out). When ``n_out`` does not divide
+    ``n_in`` they overlap and may differ in size: 14 -> 4 gives [0,4) [3,7) [7,11) [10,14)."""
+    return tuple((i * n_in // n_out, -(-(i + 1) * n_in // n_out)) for i in range(n_out))
+
+
+def _fixed_pool(windows: Sequence[Pair]) -> Pair | None:
+    """(kernel, stride) of the ordinary pool whose windows these are (one size, starts 0, s, 2s, ...), else None."""
+    k = windows[0][1] - windows[0][0]
+    s = windows[1][0] - windows[0][0] if len(windows) > 1 else k
+    if s > 0 and all(end - start == k and start == i * s for i, (start, end) in enumerate(windows)):
+        return k, s
+    return None
+
+
+def _ceil_pads(a: Attrs, x: Shape, out: Shape) -> tuple[tuple[int, int, int, int], int, Pair | None]:
+    """ONNX pads, ceil_mode and an optional input crop (H, W) that give PyTorch's pooled size under every
+    opset's shape inference.
+
+    PyTorch's ceil mode drops a last window that would start in the right padding; ONNX shape inference
+    before opset 22 does not, and would contradict the declared shape (onnx.checker full_check fails).
+    Where ceil mode changes no size, floor mode is used. Otherwise, on an axis where that rule applied, the end
+    pad is trimmed (or, if that is not enough, the unread trailing input cropped) so that the older formula
+    lands on the same size. The windows, hence the values, are unchanged.
+    """
+    lo, hi = a.pads[:2], a.pads[2:]
+    floor = [_out_size(n, k, s, p, q, 1, False) for n, k, s, p, q in zip(x[1:], a.kernel, a.stride, lo, hi,
+                                                                          strict=True)]
+    if not a.ceil or floor == list(out[1:]):
+        return a.pads, 0, None
+    # end pad at which the last window ends exactly at the padded edge (negative: it ends inside the input)
+    exact = [(o - 1) * s + k - n - p for n, k, s, p, o in zip(x[1:], a.kernel, a.stride, lo, out[1:], strict=True)]
+    ends = [q if f != o else e for q, f, o, e in zip(hi, floor, out[1:], exact, strict=True)]
+    if min(ends) >= 0:
+        return (lo[0], lo[1], ends[0], ends[1]), 1, None
+    crop = (x[1] + min(ends[0], 0), x[2] + min(ends[1], 0))
+    return (lo[0], lo[1], max(ends[0], 0), max(ends[1], 0)), 1, crop
 
 
 # ----------------------------------------------------------------------------- pointwise activations
@@ -562,10 +692,10 @@ def _gelu(b, node, x):
         b.emit("Gelu", [x])
         return
     # 0.5 * x * (1 + erf(x / sqrt(2))), PyTorch's exact GELU
-    t = b.emit("Div", [x, b.const("sqrt2", np.array(math.sqrt(2.0), np.float32))], out=b.tmp(node, "scaled"))
+    t = b.emit("Div", [x, b.const("sqrt2", math.sqrt(2.0), "float32")], out=b.tmp(node, "scaled"))
     e = b.emit("Erf", [t], out=b.tmp(node, "erf"))
-    p = b.emit("Add", [e, b.const("one", np.array(1.0, np.float32))], out=b.tmp(node, "erf_plus_1"))
-    h = b.emit("Mul", [x, b.const("half", np.array(0.5, np.float32))], out=b.tmp(node, "half_x"))
+    p = b.emit("Add", [e, b.const("one", 1.0, "float32")], out=b.tmp(node, "erf_plus_1"))
+    h = b.emit("Mul", [x, b.const("half", 0.5, "float32")], out=b.tmp(node, "half_x"))
     b.emit("Mul", [h, p])
 
 
@@ -635,10 +765,33 @@ class ChannelShuffle(Op):
     def lower(self, b, node):
         c, h, w = node.in_shapes[0]
         g = node.attrs.groups
-        r = b.emit("Reshape", [b.input(node, 0), b.const(f"{node.name}.shape5", np.array([-1, g, c // g, h, w]))],
+        r = b.emit("Reshape", [b.input(node, 0), b.const(f"{node.name}.shape5", [-1, g, c // g, h, w], "int64")],
                    out=b.tmp(node, "grouped", (g, c // g, h, w)))
         t = b.emit("Transpose", [r], perm=[0, 2, 1, 3, 4], out=b.tmp(node, "transposed", (c // g, g, h, w)))
-        b.emit("Reshape", [t, b.const(f"{node.name}.shape4", np.array([-1, c, h, w]))])
+        b.emit("Reshape", [t, b.const(f"{node.name}.shape4", [-1, c, h, w], "int64")])
+
+
+class Slice(Op):
+    """A contiguous range of channels, PyTorch's ``x[:, start:end]``: ShuffleNet v2's channel split is
+    ``slice 0 c // 2`` for one half and ``slice c // 2 c`` for the other (``torch.chunk(x, 2, dim=1)``)."""
+
+    name = "slice"
+    summary = "channels START..END-1 of the input: slice START END (PyTorch's x[:, START:END])"
+    onnx_ops = ("Slice",)
+    options = (Option("start", "int", positional=True, required=True, help="the first channel (from 0)"),
+               Option("end", "int", positional=True, required=True, help="the end channel (exclusive)"))
+
+    def infer(self, a, inputs):
+        (x,) = inputs
+        if not 0 <= a.start < a.end <= x[0]:
+            raise OpError(f"slice {a.start} {a.end} must select a non-empty range of the {x[0]} channels "
+                          f"(0 <= START < END <= {x[0]})")
+        return (a.end - a.start, *x[1:]), a
+
+    def lower(self, b, node):
+        a = node.attrs
+        b.emit("Slice", [b.input(node, 0), b.const(f"int64.{a.start}", [a.start], "int64"),
+                         b.const(f"int64.{a.end}", [a.end], "int64"), b.const("int64.1", [1], "int64")])
 
 
 class Upsample(Op):
@@ -659,7 +812,7 @@ class Upsample(Op):
 
     def lower(self, b, node):
         s = float(node.attrs.scale)
-        scales = b.const(f"{node.name}.scales", np.array([1.0, 1.0, s, s], np.float32))
+        scales = b.const(f"{node.name}.scales", [1.0, 1.0, s, s], "float32")
         b.emit("Resize", [b.input(node, 0), "", scales], mode="nearest", nearest_mode="floor",
                coordinate_transformation_mode="asymmetric")
 
@@ -731,8 +884,8 @@ register(Pointwise("leaky_relu", "leaky ReLU: leaky_relu [SLOPE] (default 0.01)"
                    lambda b, n, x: b.emit("LeakyRelu", [x], alpha=n.attrs.slope), ("LeakyRelu",),
                    (Option("slope", "float", 0.01, positional=True),), aliases=("leakyrelu",)))
 register(Pointwise("relu6", "min(max(x, 0), 6)",
-                   lambda b, n, x: b.emit("Clip", [x, b.const("zero", np.array(0.0, np.float32)),
-                                                   b.const("six", np.array(6.0, np.float32))]), ("Clip",)))
+                   lambda b, n, x: b.emit("Clip", [x, b.const("zero", 0.0, "float32"),
+                                                   b.const("six", 6.0, "float32")]), ("Clip",)))
 register(Pointwise("sigmoid", "1 / (1 + exp(-x))", _simple("Sigmoid"), ("Sigmoid",)))
 register(Pointwise("tanh", "hyperbolic tangent", _simple("Tanh"), ("Tanh",)))
 register(Pointwise("hardswish", "x * relu6(x + 3) / 6", _hardswish, ("HardSwish", "HardSigmoid", "Mul")))
@@ -745,6 +898,7 @@ register(Dropout())
 register(Identity())
 register(Flatten())
 register(ChannelShuffle())
+register(Slice())
 register(Upsample())
 
 for _m in (Merge("add", "Add", "elementwise sum: add(@a, @b, ...)"),

@@ -58,7 +58,7 @@ def fold_batchnorm(model: onnx.ModelProto) -> PassResult:
 
     folded: dict[int, onnx.NodeProto] = {}  # index of a Conv node -> its folded replacement
     dropped: set[int] = set()  # indices of folded BatchNormalization nodes
-    new_inits: list[onnx.TensorProto] = []
+    new_inits: dict[str, list[onnx.TensorProto]] = {}  # placed where the Conv's weight was
     dead_values: set[str] = set()
     index = {out: i for i, node in enumerate(g.node) for out in node.output}
     taken = set(inits) | set(index) | graph_inputs
@@ -101,7 +101,8 @@ def fold_batchnorm(model: onnx.ModelProto) -> PassResult:
         w_name = name_for(wn, "")
         fallback = wn[: -len(".weight")] + ".bias" if wn.endswith(".weight") else wn + "_bias"
         b_name = name_for(conv.input[2] if has_bias else "", fallback)
-        new_inits += [numpy_helper.from_array(folded_w, w_name), numpy_helper.from_array(folded_b, b_name)]
+        new_inits.setdefault(wn, []).extend((numpy_helper.from_array(folded_w, w_name),
+                                             numpy_helper.from_array(folded_b, b_name)))
 
         where = bn.doc_string.split("\n", 1)[0]
         doc = conv.doc_string + f"\nfolded in: {bn.name or bn.output[0]}" + (f" ({where})" if where else "")
@@ -116,7 +117,11 @@ def fold_batchnorm(model: onnx.ModelProto) -> PassResult:
         return PassResult(model, 0)
     nodes = [folded.get(i, node) for i, node in enumerate(g.node) if i not in dropped]
     used = {name for node in nodes for name in node.input} | graph_outputs
-    initializers = [t for t in g.initializer if t.name in inits and t.name in used] + new_inits
+    initializers = []
+    for t in g.initializer:
+        if t.name in inits and t.name in used:
+            initializers.append(t)
+        initializers += new_inits.pop(t.name, [])
     original_inits = {t.name for t in g.initializer}
     out = onnx.ModelProto()
     out.CopyFrom(model)

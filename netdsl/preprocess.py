@@ -20,10 +20,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import NetdslError
+
+if TYPE_CHECKING:  # numpy is imported by `load`: checking a network must not pay for it
+    import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -100,6 +102,8 @@ class Preprocess:
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Read and preprocess one image file into a CxHxW float32 array."""
+        import numpy as np
+
         Image = _pillow()
         try:
             with Image.open(path) as img:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,7 +40,7 @@ class Var:
 
 @dataclass(frozen=True, slots=True)
 class BinOp:
-    op: str  # + - * // %
+    op: str  # + - * // % (arithmetic), == != < <= > >= (comparisons: 1 or 0)
     left: Expr
     right: Expr
     span: Span
@@ -161,6 +162,7 @@ class Element:
     repeat: Expr | None
     span: Span
     index_var: str | None = None  # `x N as i`
+    condition: Expr | None = None  # `if EXPR`: the element exists only when EXPR is non-zero
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,7 @@ class OutputDecl:
     name: str
     ref: Ref | None
     span: Span
+    condition: Expr | None = None  # `if EXPR`: declared only when EXPR is non-zero
 
 
 Statement = InputDecl | OutputDecl | Chain
@@ -230,8 +233,35 @@ def _grammar_text() -> str:
 
 @functools.cache
 def _parser() -> Lark:
-    return Lark(_grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                start=["start", "expr"])
+    grammar = _grammar_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                start=["start", "expr"], cache=_parser_cache(grammar))
+
+
+def _parser_cache(grammar: str) -> str | bool:
+    """Where Lark keeps the analysed grammar between runs (building the LALR tables is most of what
+    `netdsl check` would spend beyond imports), or False for no cache.
+
+    The cache is a pickle, so it lives only in a directory that no one else can write:
+    ``$XDG_CACHE_HOME/netdsl`` or ``~/.cache/netdsl``, created with mode 0700 and checked to be owned
+    by this user. Lark stores a hash of the grammar, its options and its version in the file and
+    rebuilds on any mismatch or unreadable file; the name carries the grammar's hash so that
+    checkouts with different grammars do not evict each other.
+    """
+    import hashlib
+
+    if not hasattr(os, "getuid"):  # not POSIX: no cheap way to check who can write the directory
+        return False
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = os.path.join(base, "netdsl")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.stat(directory)
+    except OSError:
+        return False
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return False
+    return os.path.join(directory, f"grammar-{hashlib.sha256(grammar.encode()).hexdigest()[:16]}.lark")
 
 
 def _span(path: str, meta) -> Span:
@@ -269,6 +299,7 @@ class _Builder(Transformer):
         return rule
 
     add, sub, mul, floordiv, mod = _bin("+"), _bin("-"), _bin("*"), _bin("//"), _bin("%")
+    eq, ne, lt, le, gt, ge = _bin("=="), _bin("!="), _bin("<"), _bin("<="), _bin(">"), _bin(">=")
 
     def neg(self, meta, c):
         return Neg(c[0], self._s(meta))
@@ -320,10 +351,13 @@ class _Builder(Transformer):
     def repeat(self, meta, c):
         return (c[0], str(c[1]) if c[1] is not None else None)
 
+    def condition(self, meta, c):
+        return c[0]
+
     def element(self, meta, c):
-        label, primary, repeat = c
+        label, primary, repeat, condition = c
         count, var = repeat if repeat is not None else (None, None)
-        return Element(label, primary, count, self._s(meta), var)
+        return Element(label, primary, count, self._s(meta), var, condition)
 
     def chain(self, meta, c):
         return Chain(tuple(c), self._s(meta))
@@ -346,7 +380,7 @@ class _Builder(Transformer):
         ref = c[1]
         if isinstance(ref, Token):  # `output aux = @aux1`: the REF terminal, not a `ref` rule
             ref = Ref(str(ref)[1:], _tok_span(self.path, ref))
-        return OutputDecl(str(c[0]), ref, self._s(meta))
+        return OutputDecl(str(c[0]), ref, self._s(meta), c[2])
 
     def param(self, meta, c):
         return Param(str(c[0]), c[1], self._s(meta))
@@ -390,8 +424,8 @@ def _template_parts(text: str, span: Span) -> tuple[str | Expr, ...]:
             tree = _parser().parse(inner, start="expr")
             expr = _Builder(span.path).transform(tree)
         except UnexpectedInput:
-            raise NetdslSyntaxError(f"`{{{inner}}}` is not an expression", Span(span.path, span.line, col - 1,
-                                                                                span.line, col + len(inner) + 1)) from None
+            where = Span(span.path, span.line, col - 1, span.line, col + len(inner) + 1)
+            raise NetdslSyntaxError(f"`{{{inner}}}` is not an expression", where) from None
         parts.append(_shift(expr, span, col - 1))
         pos = end + 1
     for p in parts:
@@ -428,19 +462,48 @@ _TERMINAL_NAMES = {
 }
 
 
+# What may start a chain element; named as one thing in messages, not as four terminals.
+_ELEMENT_START = {"NAME", "REF", "LPAR"}
+_CLOSER = {"LBRACE": "RBRACE", "LPAR": "RPAR", "LESSTHAN": "MORETHAN"}
+
+
 def _describe_expected(expected: set[str]) -> str:
+    terms = {t for t in expected if not t.startswith("__ANON") and t != "WS"}
+    last = []
+    if _ELEMENT_START <= terms:
+        terms -= _ELEMENT_START | {"STRING"}
+        last.append("a layer (or a block call, a `(` group, a @reference)")
     names = []
-    for term in sorted(expected):
-        if term.startswith("__ANON") or term == "WS":
-            continue
+    for term in terms:
         names.append(_TERMINAL_NAMES.get(term, f"`{term.lower()}`" if term.isupper() and len(term) < 10
                                          and term.isalpha() else term))
-    names = sorted(set(names))
+    names = sorted(set(names)) + last
     if not names:
         return ""
     if len(names) > 6:
-        names = names[:6] + ["..."]
-    return "expected " + ", ".join(names)
+        return "expected " + ", ".join(names[:6]) + ", ..."
+    return "expected " + (" or ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " or " + names[-1])
+
+
+def _unclosed_note(path: str, exc: UnexpectedToken) -> tuple[str, ...]:
+    """A note naming the innermost bracket still open when the parser met a wrong closer or the end of file."""
+    stack = getattr(getattr(exc, "interactive_parser", None), "parser_state", None)
+    stack = getattr(stack, "value_stack", None) or []
+    for i in range(len(stack) - 1, -1, -1):
+        opener = stack[i]
+        if isinstance(opener, Token) and opener.type in _CLOSER:
+            wanted = _CLOSER[opener.type]
+            if exc.token.type == wanted or exc.token.type not in ("$END", "_NL", *_CLOSER.values()) \
+                    or exc.token.type == "_NL" and wanted not in exc.expected:
+                return ()
+            before = stack[i - 1] if i and isinstance(stack[i - 1], Token) else None
+            what = f"`{opener}`"
+            if opener.type == "LESSTHAN" and before is not None and before.type == "NAME":
+                what = f"`{before}<`"
+                opener = before
+            close = {"RBRACE": "}", "RPAR": ")", "MORETHAN": ">"}[wanted]
+            return (f"{what} opened at {path}:{opener.line}:{opener.column} is not closed (expected `{close}`)",)
+    return ()
 
 
 def _describe_token(tok: Token) -> str:
@@ -449,6 +512,12 @@ def _describe_token(tok: Token) -> str:
     if tok.type == "$END":
         return "end of file"
     return f"`{tok}`"
+
+
+def _line_before(text: str, span: Span) -> str:
+    """The text of the span's line before the span."""
+    lines = text.splitlines() or [""]
+    return lines[min(span.line, len(lines)) - 1][:span.column - 1]
 
 
 def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxError:
@@ -470,8 +539,11 @@ def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxErr
             span = _tok_span(path, tok)
         expected = _describe_expected(set(exc.expected))
         msg = f"unexpected {_describe_token(tok)}" + (f"; {expected}" if expected else "")
+        notes = _unclosed_note(path, exc)
         if tok.type == "X":
             msg += " (`x` is the repetition keyword and cannot be a name; sizes are written without spaces: 3x3)"
+        elif re.search(r"\d\s+x\s*$|\d\s*x\s+$", _line_before(text, span)):  # `3 x 224 x 224`
+            msg += " (sizes are written without spaces: 3x3, 3x224x224)"
     elif isinstance(exc, UnexpectedEOF):
         lines = text.splitlines() or [""]
         span = Span(path, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
@@ -479,7 +551,23 @@ def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxErr
     else:  # pragma: no cover - every UnexpectedInput subclass is handled above
         span = Span(path, line, col, line, col + 1)
         msg = str(exc).splitlines()[0]
-    return NetdslSyntaxError(msg, span)
+    return NetdslSyntaxError(msg, span, notes=locals().get("notes", ()))
+
+
+def _too_deep(path: str, text: str) -> NetdslSyntaxError:
+    """The error for input nested past Python's recursion limit, at its deepest opening bracket."""
+    depth, deepest, where = 0, 0, 0
+    for i, ch in enumerate(text):
+        if ch in "(<":
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, i
+        elif ch in ")>" and not (ch == ">" and text[i - 1:i] == "-"):
+            depth = max(0, depth - 1)
+    line = text.count("\n", 0, where) + 1
+    col = where - (text.rfind("\n", 0, where) + 1) + 1
+    return NetdslSyntaxError(f"nesting is too deep ({deepest} levels of brackets here); flatten the expression "
+                             f"or the groups", Span(path, line, col, line, col + 1))
 
 
 def parse(text: str, path: str = "<string>") -> Module:
@@ -498,7 +586,7 @@ def parse(text: str, path: str = "<string>") -> Module:
     except VisitError as exc:  # pragma: no cover - the builder raises nothing of its own
         raise exc.orig_exc from None
     except RecursionError:
-        raise NetdslSyntaxError("nesting is too deep", Span(path, 1, 1, 1, 2)) from None
+        raise _too_deep(path, text) from None
     imports = tuple(i for i in items if isinstance(i, Import))
     blocks = tuple(i for i in items if isinstance(i, BlockDef) and not i.is_network)
     networks = tuple(i for i in items if isinstance(i, BlockDef) and i.is_network)
@@ -525,4 +613,5 @@ def read_source(path: str | os.PathLike) -> str:
         text = data[: exc.start].decode("utf-8")
         line = text.count("\n") + 1
         col = len(text) - (text.rfind("\n") + 1) + 1
-        raise NetdslSyntaxError("file is not UTF-8 text", Span(shown, line, col, line, col + 1)) from None
+        raise NetdslSyntaxError(f"file is not UTF-8 text: byte 0x{data[exc.start]:02x} here cannot be decoded",
+                                Span(shown, line, col, line, col + 1)) from None

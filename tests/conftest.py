@@ -58,6 +58,27 @@ def _run_onnx(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | None = N
     return dict(zip(names, sess.run(names, feeds), strict=True))
 
 
+def declared_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...]]:
+    """Shapes netdsl declared for every intermediate tensor and output (batch dimension included)."""
+    out = {}
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param
+                             for d in vi.type.tensor_type.shape.dim)
+    return out
+
+
+def actual_shapes(model: onnx.ModelProto, batch: int = 2) -> dict[str, tuple[int, ...]]:
+    """The shape ONNX Runtime actually produces for every tensor netdsl declared (value_info and outputs)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(vi for vi in model.graph.value_info if vi.name not in known)
+    sess = ort_session(probe)
+    names = [o.name for o in sess.get_outputs()]
+    values = sess.run(names, random_feeds(probe, batch))
+    return {n: tuple(v.shape) for n, v in zip(names, values, strict=True)}
+
+
 def _compile_net(source: str, opset: int | None = None, seed: int = 0, network: str | None = None,
                  args: Mapping[str, int | float] | None = None) -> tuple[netdsl.Network, onnx.ModelProto]:
     net = netdsl.load(dedent(source), network=network, args=args)

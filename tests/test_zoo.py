@@ -32,12 +32,55 @@ PUBLISHED: dict[str, tuple[int, int, str]] = {
     "googlenet": (6_624_904, 1_498_376_192, "torchvision GoogLeNet_Weights: 6.6M params, 1.5 GFLOPS"),
     "resnet18": (11_689_512, 1_814_073_344, "torchvision ResNet18_Weights: 11.7M params, 1.81 GFLOPS"),
     "resnet50": (25_557_032, 4_089_184_256, "torchvision ResNet50_Weights: 25.6M params, 4.09 GFLOPS"),
+    "resnet34": (21_797_672, 3_663_761_408, "torchvision ResNet34_Weights: 21.8M params, 3.66 GFLOPS"),
+    "resnet101": (44_549_160, 7_801_405_440, "torchvision ResNet101_Weights: 44.5M params, 7.8 GFLOPS"),
+    "resnet152": (60_192_808, 11_513_626_624, "torchvision ResNet152_Weights: 60.2M params, 11.51 GFLOPS"),
+    "wide_resnet50_2": (68_883_240, 11_398_021_120, "torchvision Wide_ResNet50_2_Weights: 68.9M params, 11.4 GFLOPS"),
+    "resnext50_32x4d": (25_028_904, 4_230_479_872, "torchvision ResNeXt50_32X4D_Weights: 25.0M params, 4.23 GFLOPS"),
+    "vgg11": (132_863_336, 7_609_090_048, "torchvision VGG11_Weights: 132.9M params, 7.61 GFLOPS"),
+    "vgg13": (133_047_848, 11_308_466_176, "torchvision VGG13_Weights: 133.0M params, 11.31 GFLOPS"),
+    "vgg19": (143_667_240, 19_632_062_464, "torchvision VGG19_Weights: 143.7M params, 19.63 GFLOPS"),
+    "vgg16_bn": (138_365_992, 15_470_264_320, "torchvision VGG16_BN_Weights: 138.4M params, 15.47 GFLOPS"),
+    "densenet121": (7_978_856, 2_834_161_664, "torchvision DenseNet121_Weights: 8.0M params, 2.83 GFLOPS"),
+    # Inception_V3_Weights lists 27,161,264 params with the auxiliary classifier; without it (aux_logits=False)
+    # torchvision counts 23,834,568. 5.71 GFLOPS at 3x299x299.
+    "inception_v3": (23_834_568, 5_713_216_096, "torchvision inception_v3(aux_logits=False): 23.8M, 5.71 GFLOPS"),
+    # Krizhevsky et al. 2012 ("60 million parameters" for the two-GPU split, 60,965,224 with split=2); the
+    # single-GPU figures are counted by hand in the file's header (conv 34,944 + 614,656 + 885,120 + 1,327,488 +
+    # 884,992, fc 37,752,832 + 16,781,312 + 4,097,000; MACs 105.4M + 447.9M + 149.5M + 224.3M + 149.5M + 58.6M).
+    "alexnet_original": (62_378_344, 1_135_256_096, "Krizhevsky et al. 2012, single-GPU, counted by hand"),
+    # Zeiler & Fergus 2013, figure 3 (the paper states no totals): the layer table's sizes counted by hand.
+    "zfnet": (62_357_608, 1_168_032_896, "Zeiler & Fergus 2013 figure 3, counted by hand"),
+    # He et al. 2016 (no figure for 50 layers in the paper): ResNet-50's conv/fc weights and MACs exactly, with
+    # 45,440 BN params (pre-activation layout) instead of 53,120.
+    "preact_resnet50": (25_549_352, 4_089_184_256, "He et al. 2016 identity mappings, counted"),
+    # Hu et al. 2018: "~28.1M" params (r = 16), = ResNet-50 + 2,514,944 SE weights + 16,048 SE biases; MACs are
+    # ResNet-50 v1.5's + the SE fc weights (the paper's 3.87 GFLOPs is on the stride-in-1x1 ResNet-50 v1 base).
+    "se_resnet50": (28_088_024, 4_091_699_200, "Hu et al. 2018 SENet: ~28.1M params; timm seresnet50 28,088,024"),
+    "mobilenet_v2": (3_504_872, 300_774_272, "torchvision MobileNet_V2_Weights: 3,504,872 params, 0.301 GFLOPS"),
+    "mobilenet_v3_large": (5_483_032, 216_589_760,
+                           "torchvision MobileNet_V3_Large_Weights: 5,483,032 params, 0.217 GFLOPS"),
+    "squeezenet1_0": (1_248_424, 818_924_576, "torchvision SqueezeNet1_0_Weights: 1,248,424 params, 0.819 GFLOPS"),
+    "squeezenet1_1": (1_235_496, 349_151_936, "torchvision SqueezeNet1_1_Weights: 1,235,496 params, 0.349 GFLOPS"),
+    "shufflenet_v2_x1_0": (2_278_604, 144_907_992,
+                           "torchvision ShuffleNet_V2_X1_0_Weights: 2,278,604 params, 0.145 GFLOPS"),
+    "efficientnet_b0": (5_288_548, 385_814_752, "torchvision EfficientNet_B0_Weights: 5,288,548 params, 0.386 GFLOPS"),
+    "regnet_y_400mf": (4_344_144, 401_842_848, "torchvision RegNet_Y_400MF_Weights: 4,344,144 params, 0.402 GFLOPS"),
+    # Howard et al. 2017, table 1 / table 4: "569 million" mult-adds (568,740,352 here: 567,716,352 conv +
+    # 1,024,000 fc) and "4.2 million" params (4,210,088 conv + fc weights here; the 21,888 BN scales and shifts
+    # that netdsl counts, as PyTorch does, make 4,231,976).
+    "mobilenet_v1": (4_231_976, 569_000_000, "Howard et al. 2017: 4.2M params, 569M mult-adds"),
 }
 MACS_TOLERANCE = 0.005
 
 # Zoo networks that have no torchvision model to match names against.
 NO_TORCHVISION = {
     "lenet5": "torchvision has no LeNet-5",
+    "alexnet_original": "torchvision's alexnet is the 2014 one-GPU variant (64-192-384-256-256, no LRN)",
+    "zfnet": "torchvision has no ZFNet",
+    "preact_resnet50": "torchvision has no pre-activation ResNet",
+    "se_resnet50": "torchvision has no SE-ResNet (the names follow timm's seresnet50)",
+    "mobilenet_v1": "torchvision has no MobileNet v1 (the names are netdsl's own: features.N.depthwise/pointwise)",
 }
 
 BATCH = 2
@@ -141,3 +184,12 @@ def test_compiling_twice_gives_identical_bytes(name, tmp_path):
     netdsl.load(path).save(a)
     netdsl.load(path).save(b)
     assert a.read_bytes() == b.read_bytes() == first
+
+
+def test_zoo_models_use_only_tensorrt_supported_ops(compiled):
+    """Every ONNX op in every zoo model is one TensorRT's ONNX parser supports (fp16 adds only Cast)."""
+    from netdsl.engines.trt import TRT_SUPPORTED_OPS
+
+    _, model = compiled
+    ops = {n.op_type for n in model.graph.node} | {"Cast"}
+    assert ops <= TRT_SUPPORTED_OPS, sorted(ops - TRT_SUPPORTED_OPS)

@@ -209,7 +209,7 @@ def main(argv=None):
         import torch  # noqa: F401
         import torchvision  # noqa: F401
     except ImportError as exc:
-        print("error: this tool needs torch and torchvision: %s" % exc, file=sys.stderr)
+        print(f"error: this tool needs torch and torchvision: {exc}", file=sys.stderr)
         return 2
 
     names = list(MODEL_SPECS)
@@ -229,19 +229,19 @@ def main(argv=None):
             rec = analyze(name)
         except Exception as exc:  # report and continue
             traceback.print_exc()
-            failures.append((name, "%s: %s" % (type(exc).__name__, exc)))
+            failures.append((name, f"{type(exc).__name__}: {exc}"))
             continue
         rows.append((name, rec["params"], rec["macs"]))
         if args.out:
             with open(os.path.join(args.out, name + ".json"), "w") as fh:
                 json.dump(rec, fh, indent=1)
-        print("%-20s %12d %14d" % (name, rec["params"], rec["macs"]), file=sys.stderr)
+        print(f"{name:<20} {rec['params']:12d} {rec['macs']:14d}", file=sys.stderr)
 
     width = max([len("model")] + [len(r[0]) for r in rows])
-    lines = ["%-*s %12s %14s" % (width, "model", "params", "macs")]
-    lines += ["%-*s %12d %14d" % (width, n, p, m) for n, p, m in rows]
+    lines = [f"{'model':<{width}} {'params':>12} {'macs':>14}"]
+    lines += [f"{n:<{width}} {p:12d} {m:14d}" for n, p, m in rows]
     for name, why in failures:
-        lines.append("# FAILED %s: %s" % (name, why))
+        lines.append(f"# FAILED {name}: {why}")
     table = "\n".join(lines) + "\n"
     if args.out:
         with open(os.path.join(args.out, "summary.txt"), "w") as fh:

@@ -86,8 +86,8 @@ class Bound(ABC):
     def fetch(self) -> dict[str, np.ndarray]:
         """Copy the outputs of the last run to host memory."""
 
-    def synchronize(self) -> None:
-        """Wait for queued device work (no-op on the CPU)."""  # noqa: B027 - optional hook
+    def synchronize(self) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Wait for queued device work (no-op on the CPU)."""
 
 
 class Runner(ABC):
@@ -130,7 +130,9 @@ def get_engine(name: str) -> Engine:
 
 
 def check_device(engine: str, device: str) -> None:
-    devices = ENGINES[engine][2] if engine in ENGINES else ()
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine `{engine}`; choose one of: " + ", ".join(ENGINES))
+    devices = ENGINES[engine][2]
     if device not in devices:
         raise UsageError(f"engine `{engine}` runs on: {', '.join(devices)}; got --device {device}")
 
@@ -180,3 +182,32 @@ def cpu_name() -> str:
 def missing(package: str, extra: str, what: str) -> EngineError:
     return EngineError(f"{what} needs the Python package `{package}`, which is not installed; "
                        f"install it with: pip install \"netdsl[{extra}]\"")
+
+
+def with_extra_outputs(model: ModelSource, names: tuple[str, ...]) -> ModelSource:
+    """``model`` with the intermediate tensors ``names`` made graph outputs too (``EngineOptions.extra_outputs``).
+
+    Engines call this in ``prepare`` so a runner returns those tensors after the model's own outputs.
+    Each new output keeps the tensor's value_info (type and shape) when the model has one. Raises
+    EngineError for a name that no node of the model produces. Marking a tensor as an output can
+    stop a runtime from fusing away the node that writes it, as with any per-layer comparison tool.
+    """
+    import dataclasses
+
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load_from_string(model.onnx_bytes) if model.onnx_bytes is not None else onnx.load(model.path)
+    produced = {out for node in proto.graph.node for out in node.output if out}
+    info = {v.name: v for v in proto.graph.value_info}
+    present = {o.name for o in proto.graph.output}
+    for name in names:
+        if name in present:
+            continue
+        if name not in produced:
+            raise EngineError(f"the model has no intermediate tensor `{name}` to return as an extra output")
+        proto.graph.output.append(info[name] if name in info else helper.make_empty_tensor_value_info(name))
+        present.add(name)
+    if proto.ByteSize() >= 2**31:
+        raise EngineError(f"{model.name}: extra outputs are not supported on models over 2 GB")
+    return dataclasses.replace(model, onnx_bytes=proto.SerializeToString(), path=None)

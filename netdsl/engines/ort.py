@@ -11,7 +11,18 @@ import time
 import numpy as np
 
 from ..errors import EngineError
-from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec, cpu_name, missing, physical_cores
+from . import (
+    Bound,
+    Engine,
+    EngineOptions,
+    ModelSource,
+    Runner,
+    TensorSpec,
+    cpu_name,
+    missing,
+    physical_cores,
+    with_extra_outputs,
+)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -54,6 +65,8 @@ class OrtEngine(Engine):
         if options.save_optimized:
             so.optimized_model_filepath = options.save_optimized
         providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
+        if options.extra_outputs:
+            model = with_extra_outputs(model, options.extra_outputs)
         source = model.path if model.path is not None and model.onnx_bytes is None else model.read_bytes()
         start = time.perf_counter()
         try:

@@ -1,0 +1,368 @@
+"""`netdsl compare`: run one network on the same inputs on several engine:device pairs and check they agree.
+
+    netdsl compare networks/resnet50.net --engines ort:cpu,ort:cuda,trt:cuda --atol 1e-4 --rtol 1e-3
+    netdsl compare model.onnx --engines ort:cpu,ort:cpu+opt=disable,ort:cpu+fp16 --per-layer
+
+Polygraphy-style. The first pair is the reference; every other pair is checked output by output:
+an element passes when ``|a - b| <= atol + rtol * |b|`` (``b`` the reference; NaN agrees only with NaN,
+an infinity only with the same infinity). Exit 0 when every output of every pair passes, 1 when one
+fails or an engine is unavailable.
+
+A pair may carry ``+`` options: ``opt=LEVEL`` and ``threads=N`` (engine options), ``precision=P``
+(TensorRT's build precision), and two compile-time variants of the model, ``fold-bn``
+(:func:`netdsl.optimize.fold_batchnorm`) and ``fp16`` (:func:`netdsl.precision.to_fp16`, inputs and
+outputs kept fp32 so every pair takes the same feeds). Two configurations of one CPU engine can so be
+compared, e.g. ``ort:cpu,ort:cpu+fp16``.
+
+``--per-layer`` also returns every named intermediate tensor (``EngineOptions.extra_outputs``) and reports,
+for each pair, the first tensor in the reference's graph order that fails the tolerance, with the node
+that writes it and its ``.net`` source location. Only tensors present in both models are compared (a
+folded conv's own output no longer exists, for instance). The exit status still depends on the model's
+outputs alone: an intermediate divergence that does not reach them is reported, not failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EngineError, UsageError
+
+ENGINE_OPTIONS = ("opt", "threads", "precision")
+VARIANTS = ("fold-bn", "fp16")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ``engine:device[+option...]`` entry of ``--engines``."""
+
+    label: str
+    engine: str
+    device: str
+    opt_level: str | None = None
+    threads: int | None = None
+    precision: str | None = None
+    fold_bn: bool = False
+    fp16: bool = False
+
+
+def parse_targets(text: str) -> list[Target]:
+    """Parse ``--engines``; raises UsageError naming the bad entry."""
+    from .engines import ENGINES
+    from .engines.ort import OPT_LEVELS
+
+    targets = []
+    for label in (t.strip() for t in text.split(",")):
+        if not label:
+            raise UsageError(f"--engines {text!r}: empty entry; expected e.g. ort:cpu,ort:cuda")
+        head, *options = label.split("+")
+        engine, _, device = head.partition(":")
+        if engine not in ENGINES:
+            raise UsageError(f"--engines: unknown engine `{engine}` in `{label}`; choose one of: "
+                             + ", ".join(ENGINES))
+        device = device or ENGINES[engine][2][0]
+        if device not in ENGINES[engine][2]:
+            raise UsageError(f"--engines: engine `{engine}` runs on {', '.join(ENGINES[engine][2])}; "
+                             f"got `{device}` in `{label}`")
+        fields: dict = {}
+        for opt in options:
+            key, sep, value = opt.partition("=")
+            if key in VARIANTS and not sep:
+                fields[key.replace("-", "_")] = True
+            elif key == "opt" and value in OPT_LEVELS:
+                fields["opt_level"] = value
+            elif key == "threads" and value.isdigit() and int(value) > 0:
+                fields["threads"] = int(value)
+            elif key == "precision" and value:
+                fields["precision"] = value
+            else:
+                raise UsageError(f"--engines: bad option `+{opt}` in `{label}`; options: opt=" + "|".join(OPT_LEVELS)
+                                 + ", threads=N, precision=P, fold-bn, fp16")
+        if engine == "ort" and fields.get("precision", "fp32") != "fp32":
+            raise UsageError(f"--engines `{label}`: ONNX Runtime runs the model's own precision; "
+                             f"use `+fp16` to compare an fp16 compilation of the model")
+        targets.append(Target(label, engine, device, **fields))
+    if len(targets) < 2:
+        raise UsageError("--engines needs at least two engine:device pairs (the first is the reference)")
+    return targets
+
+
+# ----------------------------------------------------------------------------- numerics
+@dataclass(frozen=True)
+class Agreement:
+    """How one tensor of one pair agrees with the reference's."""
+
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float  # over the elements where the reference is non-zero
+    mismatched: int  # elements outside atol + rtol * |reference|
+    size: int
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatched == 0 and not self.note
+
+    def to_json(self) -> dict:
+        out = {"shape": list(self.shape), "max_abs": _num(self.max_abs), "max_rel": _num(self.max_rel),
+               "mismatched": self.mismatched, "size": self.size, "pass": self.passed}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def agreement(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> Agreement:
+    """Compare ``actual`` with the reference ``expected`` (numpy.isclose's rule, in float64)."""
+    if actual.shape != expected.shape:
+        note = f"shape {_dims(actual.shape)} differs from the reference's {_dims(expected.shape)}"
+        return Agreement(actual.shape, math.inf, math.inf, actual.size, actual.size, note)
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(expected, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        same = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
+        diff = np.where(same, 0.0, np.abs(a - b))
+        diff = np.where(np.isnan(diff), math.inf, diff)
+        ok = same | (diff <= atol + rtol * np.abs(b))
+        nonzero = (b != 0) & np.isfinite(b)
+        rel = diff[nonzero] / np.abs(b[nonzero])
+    return Agreement(actual.shape, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)),
+                     int(ok.size - np.count_nonzero(ok)), int(ok.size))
+
+
+def _num(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+# ----------------------------------------------------------------------------- models
+def base_model(args: argparse.Namespace):
+    """The ONNX model every pair starts from: a .net compiled with the common options, or a .onnx file."""
+    import onnx
+
+    from .cli import parse_args_kv, print_diagnostics
+    from .cli_weights import dtype_options, resolve_weights
+    from .network import load
+    from .preprocess import InputError
+
+    compile_options = dtype_options(args)
+    if args.model.endswith(".onnx"):
+        if args.weights or compile_options["dtype"] != "fp32":
+            raise UsageError("--weights and --dtype apply when compiling a .net file, not to a compiled .onnx model")
+        try:
+            return onnx.load(args.model)
+        except FileNotFoundError:
+            raise InputError(f"{args.model}: no such file") from None
+        except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            raise InputError(f"{args.model}: not a readable ONNX model ({type(e).__name__})") from None
+    net = load(args.model, network=args.network, args=parse_args_kv(args.arg))
+    print_diagnostics(net.warnings)
+    return net.to_onnx(seed=args.seed, weights=resolve_weights(net, args), **compile_options)
+
+
+def variant(model, target: Target):
+    """The model as ``target`` compiles it (fold-bn, then fp16)."""
+    if target.fold_bn:
+        from .optimize import fold_batchnorm
+
+        model = fold_batchnorm(model).model
+    if target.fp16:
+        from .precision import to_fp16
+
+        model = to_fp16(model, keep_io_fp32=True)
+    return model
+
+
+def intermediate_tensors(model) -> tuple[str, ...]:
+    """Every tensor a node writes that is not a graph output, in node (graph) order."""
+    outputs = {o.name for o in model.graph.output}
+    return tuple(out for node in model.graph.node for out in node.output if out and out not in outputs)
+
+
+def prepare(model, target: Target, args: argparse.Namespace, extra: tuple[str, ...]):
+    """A Session for ``target``; an engine that cannot run says so, naming the pair."""
+    from .engines import ENGINES
+    from .session import Session
+
+    try:
+        return Session(model, engine=target.engine, device=target.device,
+                       threads=target.threads or args.threads, opt_level=target.opt_level or args.opt_level,
+                       precision=target.precision or "fp32", extra_outputs=extra)
+    except ModuleNotFoundError as e:
+        if e.name != ENGINES[target.engine][0]:
+            raise
+        raise EngineError(f"{target.label}: the {ENGINES[target.engine][3]} engine is not part of this netdsl "
+                          "installation") from None
+    except EngineError as e:
+        raise EngineError(f"{target.label}: {e.diagnostics[0].message}") from None
+
+
+# ----------------------------------------------------------------------------- command
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.batch is not None and args.batch < 1:
+        raise UsageError("--batch must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if args.atol < 0 or args.rtol < 0:
+        raise UsageError("--atol and --rtol must not be negative")
+    if args.save_optimized:
+        raise UsageError("--save-optimized applies to one engine; use `netdsl run` for it")
+    targets = parse_targets(args.engines)
+    base = base_model(args)
+    models = [variant(base, t) for t in targets]
+    sessions = [prepare(m, t, args, intermediate_tensors(m) if args.per_layer else ())
+                for m, t in zip(models, targets, strict=True)]
+    ref = sessions[0]
+    feeds = read_inputs_for(ref, args)
+    results = [s.run(feeds) for s in sessions]
+    report = build_report(targets, models, sessions, feeds, results, args)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print_report(report)
+    return 0 if report["pass"] else 1
+
+
+def read_inputs_for(session, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    from .cli_runtime import read_inputs
+
+    return read_inputs(session, args.input, args.batch, args.seed)
+
+
+def build_report(targets, models, sessions, feeds, results, args) -> dict:
+    """The JSON report (see docs/runtime.md, "netdsl compare")."""
+    ref_model, ref_out = models[0], results[0]
+    outputs = [o.name for o in ref_model.graph.output]
+    order = intermediate_tensors(ref_model)
+    producer = {out: node for node in ref_model.graph.node for out in node.output}
+    report = {"model": sessions[0].name, "reference": targets[0].label, "atol": args.atol, "rtol": args.rtol,
+              "per_layer": bool(args.per_layer),
+              "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
+              "input_source": "files" if args.input else f"random, seed {args.seed}",
+              "engines": [], "comparisons": []}
+    for t, s in zip(targets, sessions, strict=True):
+        report["engines"].append({"label": t.label, "engine": t.engine, "device": t.device,
+                                  "variants": [v for v in VARIANTS if getattr(t, v.replace("-", "_"))],
+                                  "prepare_seconds": s.prepare_seconds, **s.describe()})
+    all_pass = True
+    for t, s, res in zip(targets[1:], sessions[1:], results[1:], strict=True):
+        comp = {"engine": t.label, "reference": targets[0].label, "outputs": {}}
+        for name in outputs:
+            if name not in res:
+                comp["outputs"][name] = {"pass": False, "note": f"{t.label} has no output `{name}`"}
+                continue
+            comp["outputs"][name] = agreement(res[name], ref_out[name], args.atol, args.rtol).to_json()
+        comp["pass"] = all(o["pass"] for o in comp["outputs"].values())
+        all_pass &= comp["pass"]
+        if args.per_layer:
+            common = [n for n in order if n in res and n in ref_out]
+            first = None
+            for name in common:
+                a = agreement(res[name], ref_out[name], args.atol, args.rtol)
+                if not a.passed:
+                    node = producer[name]
+                    where = sessions[0].source.net_locations.get(name) or s.source.net_locations.get(name)
+                    first = {"tensor": name, "node": node.name, "op": node.op_type, "location": where,
+                             **a.to_json()}
+                    break
+            comp["per_layer"] = {"compared": len(common), "first_divergence": first}
+        report["comparisons"].append(comp)
+    report["pass"] = all_pass
+    return report
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    inputs = ", ".join(f"{k} {_dims(v['shape'])} {v['dtype']}" for k, v in report["inputs"].items())
+    console.print(f"{report['model']}: inputs {inputs} ({report['input_source']}); "
+                  f"atol {report['atol']:g}, rtol {report['rtol']:g}; reference {report['reference']}")
+    for e in report["engines"]:
+        console.print(f"  {e['label']}: {e['engine']} {e.get('engine_version', '')} on {e.get('device_name', '?')}, "
+                      f"opt {e.get('opt_level', '-')}, {e.get('threads', '-')} threads, "
+                      f"prepared in {e['prepare_seconds'] * 1000:.0f} ms")
+    for comp in report["comparisons"]:
+        table = Table(title=f"{comp['engine']} vs {comp['reference']}", title_justify="left")
+        for col, justify in (("output", "left"), ("shape", "left"), ("max abs", "right"), ("max rel", "right"),
+                             ("mismatched", "right"), ("result", "left")):
+            table.add_column(col, justify=justify)
+        for name, o in comp["outputs"].items():
+            if "max_abs" not in o:
+                table.add_row(name, "", "", "", "", "[red]FAIL[/red] " + o["note"])
+                continue
+            verdict = "[green]pass[/green]" if o["pass"] else "[red]FAIL[/red]"
+            table.add_row(name, _dims(o["shape"]), _fmt(o["max_abs"]), _fmt(o["max_rel"]),
+                          f"{o['mismatched']}/{o['size']}", verdict + (" " + o["note"] if "note" in o else ""))
+        console.print(table)
+        if "per_layer" in comp:
+            pl = comp["per_layer"]
+            first = pl["first_divergence"]
+            if first is None:
+                console.print(f"per layer: all {pl['compared']} intermediate tensors agree")
+            else:
+                message = (f"first divergence: tensor `{first['tensor']}` (node {first['node']}, {first['op']}): "
+                           f"max abs {_fmt(first['max_abs'])}, max rel {_fmt(first['max_rel'])}, "
+                           f"{first['mismatched']}/{first['size']} elements outside tolerance "
+                           f"({pl['compared']} tensors compared)")
+                console.print(_quote(first["location"], message), markup=False)
+    failed = sum(not c["pass"] for c in report["comparisons"])
+    if failed:
+        console.print(f"[red]FAIL[/red]: {failed} of {len(report['comparisons'])} comparisons disagree")
+    else:
+        console.print(f"[green]PASS[/green]: all {len(report['comparisons'])} comparisons agree")
+
+
+def _quote(location: str | None, message: str) -> str:
+    """``message`` as a note at a ``path:line:col`` location, quoting the source line when it can be read."""
+    from pathlib import Path
+
+    from .errors import Diagnostic, Sources, Span
+
+    path, _, rest = (location or "").rpartition(":")
+    path, _, line = path.rpartition(":")
+    if not (path and line.isdigit() and rest.isdigit()):
+        return f"per layer: {message}" + (f" ({location})" if location else " (no .net location)")
+    span = Span(path, int(line), int(rest), int(line), int(rest) + 1)
+    if Sources.line(path, span.line) is None:
+        try:
+            Sources.register(path, Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            pass
+    return Diagnostic("note", message, span).render()
+
+
+def _fmt(x) -> str:
+    return x if isinstance(x, str) else f"{x:.3g}"
+
+
+def register(sub) -> None:
+    from .cli_runtime import add_model_options
+
+    p = sub.add_parser("compare", help="run a network on several engine:device pairs and compare the outputs")
+    add_model_options(p, engine=False)
+    p.add_argument("--engines", required=True, metavar="LIST",
+                   help="comma list of engine:device[+option...], the first being the reference, e.g. "
+                        "ort:cpu,ort:cuda,trt:cuda or ort:cpu,ort:cpu+opt=disable,ort:cpu+fold-bn,ort:cpu+fp16 "
+                        "(options: opt=LEVEL, threads=N, precision=P, fold-bn, fp16)")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    p.add_argument("--input", action="append", metavar="NAME=FILE",
+                   help="an input: .npy, .npz, an image or a folder of images (repeatable); default: random")
+    p.add_argument("--batch", type=int, metavar="N", help="batch size of the random input (default 1)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also compare every intermediate tensor and report the first that diverges")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_compare)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `netdsl compare`")

@@ -1,0 +1,448 @@
+"""TensorRT engine: build (cached) and run optimised engines on NVIDIA GPUs.
+
+Build: Builder -> strongly typed network -> OnnxParser -> builder config (workspace limit, one
+optimisation profile min/opt/max over the dynamic batch, a persistent timing cache, a progress
+monitor) -> ``build_serialized_network``. Precision is decided by the ONNX model itself (TensorRT 11
+is strongly typed): ``--precision fp16`` compiles the network with ``--dtype fp16`` (fp32 inputs and
+outputs) before building.
+
+Run: ``execute_async_v3`` on device buffers from cuda-python (``cuda.bindings.runtime``), with
+``set_tensor_address``; timing with CUDA events; optionally replayed as a CUDA graph.
+
+Cache: engines live in ``$NETDSL_CACHE_DIR/trt`` (default ``~/.cache/netdsl/trt``), keyed by a hash
+of the ONNX bytes, precision, profile, TensorRT version and GPU (name and compute capability). Each
+entry is ``<key>.plan`` plus ``<key>.json`` holding the plan's sha256, so a truncated or corrupt plan
+is detected and rebuilt; files are replaced atomically, and a per-key lock file makes a second
+process that wants the same engine wait for the first instead of building it twice or reading a
+half-written file. Everything in this module that does not need a GPU (keys, profiles, cache
+validation, locking, error messages) is unit-tested on machines without one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import EngineError, UsageError
+from ..files import atomic_open
+from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec
+
+INSTALL_HINT = ("TensorRT is not installed. Install it where an NVIDIA GPU and driver are present: "
+                "pip install \"netdsl[trt]\" (TensorRT for RTX: tensorrt-rtx-cu13-libs and tensorrt-rtx-cu13-bindings; "
+                "the datacenter `tensorrt` wheels download their libraries from NVIDIA's index at install time) "
+                "and cuda-python (pip install cuda-python). Run `netdsl doctor` to see what is found")
+DEFAULT_WORKSPACE = 4 << 30
+DEFAULT_PROFILE = (1, 1, 32)
+
+# ONNX ops TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.5+, opsets <= 17),
+# restricted to the op types netdsl can emit; tests pin netdsl's lowering against this set.
+TRT_SUPPORTED_OPS = frozenset({
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Conv", "Div", "Erf", "Flatten",
+    "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu",
+    "LRN", "MaxPool", "Mul", "Pad", "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Sigmoid", "Slice",
+    "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+})
+# Emitted only at opsets where TensorRT 10+ documents support (Gelu is opset 20).
+TRT_SUPPORTED_NEW_OPS = frozenset({"Gelu"})
+
+
+# ----------------------------------------------------------------------------- profiles
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The dynamic-batch range an engine is built for."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __str__(self) -> str:
+        return f"{self.min}..{self.max} (opt {self.opt})"
+
+    def check(self, batch: int) -> None:
+        if not self.min <= batch <= self.max:
+            raise EngineError(f"batch {batch} is outside the engine's profile: it was built for batch "
+                              f"{self.min}..{self.max}; rebuild with --batch {min(self.min, batch)}.."
+                              f"{max(self.max, batch)}")
+
+
+def parse_profile(spec: str | None, opt: int | None = None) -> Profile:
+    """``1..64`` (with ``opt``), ``32`` (a fixed batch), or ``1,8,32`` (min..max of a list; opt = the largest)."""
+    if spec is None:
+        lo, hi, default_opt = DEFAULT_PROFILE[0], DEFAULT_PROFILE[2], DEFAULT_PROFILE[2]
+    else:
+        try:
+            if ".." in spec:
+                a, b = spec.split("..", 1)
+                lo, hi = int(a), int(b)
+            else:
+                values = [int(v) for v in spec.split(",")]
+                lo, hi = min(values), max(values)
+        except ValueError:
+            raise UsageError(f"--batch {spec!r}: expected N, MIN..MAX or a comma list") from None
+        default_opt = hi
+    opt = default_opt if opt is None else opt
+    if lo < 1 or hi < lo:
+        raise UsageError(f"--batch {spec}: need 1 <= MIN <= MAX")
+    if not lo <= opt <= hi:
+        raise UsageError(f"--opt-batch {opt} must lie within --batch {lo}..{hi}")
+    return Profile(lo, opt, hi)
+
+
+# ----------------------------------------------------------------------------- cache
+def cache_dir(explicit: str | None = None) -> Path:
+    base = explicit or os.environ.get("NETDSL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netdsl")
+    return Path(base) / "trt"
+
+
+def cache_key(onnx_bytes: bytes, precision: str, profile: Profile, trt_version: str, gpu: str,
+              compute_capability: str, workspace: int = DEFAULT_WORKSPACE) -> str:
+    """Everything an engine depends on; any change gives a new key (and so a rebuild)."""
+    h = hashlib.sha256()
+    h.update(hashlib.sha256(onnx_bytes).digest())
+    meta = {"precision": precision, "profile": [profile.min, profile.opt, profile.max], "trt": trt_version,
+            "gpu": gpu, "cc": compute_capability, "workspace": workspace, "netdsl": __version__}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+class EngineCache:
+    """Serialized engines on disk: atomic writes, corruption detection, one builder per key at a time."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
+        return self.dir / f"{key}.plan", self.dir / f"{key}.json", self.dir / f"{key}.lock"
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Exclusive per-key lock (a second process wanting the same engine waits here)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EngineError(f"cannot create the engine cache {self.dir}: {e.strerror}") from None
+        with open(self._paths(key)[2], "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def load(self, key: str) -> bytes | None:
+        """The cached plan, or None when absent, unreadable, truncated or corrupt (it is then removed)."""
+        plan, meta, _ = self._paths(key)
+        try:
+            data = plan.read_bytes()
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            if plan.exists() or meta.exists():
+                self.discard(key)
+            return None
+        if not isinstance(info, dict) or info.get("sha256") != hashlib.sha256(data).hexdigest() \
+                or info.get("size") != len(data):
+            self.discard(key)
+            return None
+        return data
+
+    def store(self, key: str, data: bytes, info: dict) -> None:
+        plan, meta, _ = self._paths(key)
+        with atomic_open(plan) as f:
+            f.write(data)
+        record = {**info, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "created": time.time()}
+        with atomic_open(meta, "w") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+
+    def discard(self, key: str) -> None:
+        for p in self._paths(key)[:2]:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+    @property
+    def timing_cache_path(self) -> Path:
+        return self.dir / "timing.cache"
+
+    def read_timing_cache(self) -> bytes:
+        try:
+            return self.timing_cache_path.read_bytes()
+        except OSError:
+            return b""
+
+    def write_timing_cache(self, data: bytes) -> None:
+        with self.lock("timing"), atomic_open(self.timing_cache_path) as f:
+            f.write(data)
+
+
+# ----------------------------------------------------------------------------- lazy imports
+def import_tensorrt():
+    """``tensorrt`` (datacenter) or ``tensorrt_rtx`` (TensorRT for RTX): the same API family."""
+    for name in ("tensorrt", "tensorrt_rtx"):
+        try:
+            return __import__(name)
+        except ImportError:
+            continue
+        except OSError as e:  # the Python bindings are there but the libraries are not
+            raise EngineError(f"{name} is installed but its libraries failed to load ({e}). {INSTALL_HINT}") from None
+    raise EngineError(INSTALL_HINT)
+
+
+def import_cudart():
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        raise EngineError("the TensorRT engine needs cuda-python for device memory: pip install cuda-python "
+                          "(cuda-bindings 13 for CUDA 13)") from None
+    return cudart
+
+
+def _check(result, what: str):
+    """Unpack a cuda-python call's (err, *values) and raise on error."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise EngineError(f"CUDA error in {what}: {err}")
+    return values[0] if len(values) == 1 else values
+
+
+def gpu_identity(cudart) -> tuple[str, str]:
+    count = _check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+    if count < 1:
+        raise EngineError("no NVIDIA GPU is visible (cudaGetDeviceCount = 0)")
+    prop = _check(cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
+    name = prop.name.decode(errors="replace").rstrip("\0") if isinstance(prop.name, bytes) else str(prop.name)
+    return name, f"{prop.major}.{prop.minor}"
+
+
+# ----------------------------------------------------------------------------- building
+def build_engine(trt, onnx_bytes: bytes, profile: Profile, cache: EngineCache, workspace: int = DEFAULT_WORKSPACE,
+                 progress: bool = False) -> tuple[bytes, float]:
+    """Build a serialized engine; returns (plan bytes, build seconds). Reuses and updates the timing cache."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly is not None:
+        flags |= 1 << int(strongly)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineError("TensorRT's ONNX parser rejected the model: " + "; ".join(errors[:5]))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    prof = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        dims = list(t.shape)[1:]
+        prof.set_shape(t.name, [profile.min, *dims], [profile.opt, *dims], [profile.max, *dims])
+    config.add_optimization_profile(prof)
+    timing = config.create_timing_cache(cache.read_timing_cache())
+    config.set_timing_cache(timing, ignore_mismatch=False)
+    monitor = _progress_monitor(trt) if progress else None
+    if monitor is not None:
+        config.progress_monitor = monitor
+    start = time.perf_counter()
+    try:
+        plan = builder.build_serialized_network(network, config)
+    finally:
+        if monitor is not None:
+            monitor.close()
+    seconds = time.perf_counter() - start
+    if plan is None:
+        raise EngineError("TensorRT failed to build the engine (see the messages above)")
+    cache.write_timing_cache(bytes(config.get_timing_cache().serialize()))
+    return bytes(plan), seconds
+
+
+def _progress_monitor(trt):
+    """A rich progress bar fed by TensorRT's IProgressMonitor (phases nest; one task per phase)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), transient=True)
+            self.bar.start()
+            self.tasks = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            depth = 1 if parent_phase else 0
+            self.tasks[phase_name] = self.bar.add_task("  " * depth + phase_name, total=max(num_steps, 1))
+
+        def step_complete(self, phase_name, step):
+            if phase_name in self.tasks:
+                self.bar.update(self.tasks[phase_name], completed=step + 1)
+            return True  # keep building
+
+        def phase_finish(self, phase_name):
+            task = self.tasks.pop(phase_name, None)
+            if task is not None:
+                self.bar.remove_task(task)
+
+        def close(self):
+            self.bar.stop()
+
+    return Monitor()
+
+
+# ----------------------------------------------------------------------------- the engine
+class TrtEngine(Engine):
+    name = "trt"
+
+    def prepare(self, model: ModelSource, device: str, options: EngineOptions) -> Runner:
+        if device != "cuda":
+            raise UsageError("the TensorRT engine runs on --device cuda")
+        trt = import_tensorrt()
+        cudart = import_cudart()
+        gpu, cc = gpu_identity(cudart)
+        profile = Profile(*options.batch_range) if options.batch_range else Profile(*DEFAULT_PROFILE)
+        onnx_bytes = model.read_bytes()
+        key = cache_key(onnx_bytes, options.precision, profile, trt.__version__, gpu, cc)
+        cache = EngineCache(cache_dir(options.cache_dir))
+        info = {"model": model.name, "precision": options.precision, "trt": trt.__version__, "gpu": gpu, "cc": cc,
+                "profile": [profile.min, profile.opt, profile.max]}
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        built_seconds = None
+        engine = None
+        with cache.lock(key):
+            plan = cache.load(key)
+            if plan is not None:
+                engine = runtime.deserialize_cuda_engine(plan)
+                if engine is None:  # stale or incompatible despite the key (e.g. a driver change)
+                    cache.discard(key)
+            if engine is None:
+                plan, built_seconds = build_engine(trt, onnx_bytes, profile, cache, progress=options.progress)
+                cache.store(key, plan, info)
+                engine = runtime.deserialize_cuda_engine(plan)
+                if engine is None:
+                    raise EngineError("TensorRT could not deserialize the engine it just built")
+        return TrtRunner(trt, cudart, engine, profile, gpu, cc, key, cache, built_seconds, plan)
+
+    @classmethod
+    def doctor(cls) -> dict:
+        try:
+            trt = import_tensorrt()
+        except EngineError as e:
+            return {"installed": False, "message": str(e)}
+        return {"installed": True, "module": trt.__name__, "version": trt.__version__}
+
+
+class TrtRunner(Runner):
+    def __init__(self, trt, cudart, engine, profile: Profile, gpu: str, cc: str, key: str, cache: EngineCache,
+                 built_seconds: float | None, plan: bytes):
+        self.trt, self.cudart, self.engine, self.profile = trt, cudart, engine, profile
+        self.gpu, self.cc, self.key, self.cache = gpu, cc, key, cache
+        self.built_seconds, self.plan = built_seconds, plan
+        self.context = engine.create_execution_context()
+        self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self._shapes = {n: tuple(engine.get_tensor_shape(n))[1:] for n in names}
+        self.inputs = tuple(TensorSpec(n, (None, *self._shapes[n]), self._dtypes[n]) for n in names if is_input[n])
+        self.outputs = tuple(TensorSpec(n, (None, *self._shapes[n]), self._dtypes[n])
+                             for n in names if not is_input[n])
+        self._buffers = {}
+        for n in names:  # device buffers sized for the profile's largest batch, reused by every run
+            size = int(np.prod((profile.max, *self._shapes[n]))) * self._dtypes[n].itemsize
+            ptr = _check(cudart.cudaMalloc(max(size, 1)), "cudaMalloc")
+            self._buffers[n] = ptr
+            self.context.set_tensor_address(n, ptr)
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            for ptr in self._buffers.values():
+                self.cudart.cudaFree(ptr)
+            self.cudart.cudaStreamDestroy(self.stream)
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Bound:
+        return TrtBound(self, feeds)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        bound = self.bind(feeds)
+        bound.run()
+        return bound.fetch()
+
+    def describe(self) -> dict:
+        return {"engine": "trt", "engine_version": self.trt.__version__, "device": "cuda", "device_name": self.gpu,
+                "compute_capability": self.cc, "profile": [self.profile.min, self.profile.opt, self.profile.max],
+                "cache_key": self.key, "build_seconds": self.built_seconds, "cached": self.built_seconds is None}
+
+
+class TrtBound(Bound):
+    """Feeds copied to the device once; ``run`` only enqueues the engine (optionally as a CUDA graph)."""
+
+    def __init__(self, runner: TrtRunner, feeds: dict[str, np.ndarray]):
+        self.r = runner
+        cudart = runner.cudart
+        batches = {v.shape[0] for v in feeds.values()}
+        if len(batches) != 1:
+            raise EngineError("all inputs must have the same batch size")
+        self.batch = batches.pop()
+        runner.profile.check(self.batch)
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        for name, value in feeds.items():
+            value = np.ascontiguousarray(value, dtype=runner._dtypes[name])
+            runner.context.set_input_shape(name, value.shape)
+            _check(cudart.cudaMemcpyAsync(runner._buffers[name], value.ctypes.data, value.nbytes, h2d, runner.stream),
+                   "cudaMemcpyAsync")
+        _check(cudart.cudaStreamSynchronize(runner.stream), "cudaStreamSynchronize")
+        self.graph_exec = None
+
+    def run(self) -> None:
+        if self.graph_exec is not None:
+            _check(self.r.cudart.cudaGraphLaunch(self.graph_exec, self.r.stream), "cudaGraphLaunch")
+        elif not self.r.context.execute_async_v3(int(self.r.stream)):
+            raise EngineError("TensorRT execute_async_v3 failed")
+
+    def capture_graph(self) -> None:
+        """Record one execution as a CUDA graph; later ``run`` calls replay it (bench --cuda-graph)."""
+        cudart = self.r.cudart
+        self.run()  # TensorRT needs one run after shape changes before capture
+        self.synchronize()
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
+        _check(cudart.cudaStreamBeginCapture(self.r.stream, mode), "cudaStreamBeginCapture")
+        self.r.context.execute_async_v3(int(self.r.stream))
+        graph = _check(cudart.cudaStreamEndCapture(self.r.stream), "cudaStreamEndCapture")
+        self.graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+
+    def synchronize(self) -> None:
+        _check(self.r.cudart.cudaStreamSynchronize(self.r.stream), "cudaStreamSynchronize")
+
+    def fetch(self) -> dict[str, np.ndarray]:
+        cudart = self.r.cudart
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        out = {}
+        for spec in self.r.outputs:
+            shape = tuple(self.r.context.get_tensor_shape(spec.name))
+            host = np.empty(shape, dtype=spec.dtype)
+            _check(cudart.cudaMemcpyAsync(host.ctypes.data, self.r._buffers[spec.name], host.nbytes, d2h,
+                                          self.r.stream), "cudaMemcpyAsync")
+            out[spec.name] = host
+        self.synchronize()
+        return out
+
+    def device_time_ms(self, iterations: int) -> float:
+        """Mean GPU time of ``iterations`` back-to-back runs, measured with CUDA events."""
+        cudart = self.r.cudart
+        start = _check(cudart.cudaEventCreate(), "cudaEventCreate")
+        end = _check(cudart.cudaEventCreate(), "cudaEventCreate")
+        _check(cudart.cudaEventRecord(start, self.r.stream), "cudaEventRecord")
+        for _ in range(iterations):
+            self.run()
+        _check(cudart.cudaEventRecord(end, self.r.stream), "cudaEventRecord")
+        _check(cudart.cudaEventSynchronize(end), "cudaEventSynchronize")
+        ms = _check(cudart.cudaEventElapsedTime(start, end), "cudaEventElapsedTime")
+        cudart.cudaEventDestroy(start)
+        cudart.cudaEventDestroy(end)
+        return float(ms) / max(iterations, 1)
