@@ -212,7 +212,7 @@ def bind(graph: Graph, tensors: Mapping[str, np.ndarray], *, allow_missing: bool
                                    + _closest(k, list(expected)), None))
     if problems:
         n_missing = 0 if allow_missing else len(missing)
-        head = Diagnostic("error", f"{source} does not match network `{graph.name}`: {n_missing} missing, "
+        head = Diagnostic("error", f"{source} and network `{graph.name}` disagree: {n_missing} missing, "
                                    f"{len(unexpected)} unexpected, {mismatched} mismatched"
                                    + ("" if allow_missing or not missing else " (--allow-missing accepts missing)"))
         raise WeightsError(diagnostics=[head, *problems])

@@ -127,7 +127,7 @@ def agreement(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float
         same = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
         diff = np.where(same, 0.0, np.abs(a - b))
         diff = np.where(np.isnan(diff), math.inf, diff)
-        ok = same | (diff <= atol + rtol * np.abs(b))
+        ok = same | (np.isfinite(b) & (diff <= atol + rtol * np.abs(b)))
         nonzero = (b != 0) & np.isfinite(b)
         rel = diff[nonzero] / np.abs(b[nonzero])
     return Agreement(actual.shape, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)),
@@ -273,6 +273,10 @@ def build_report(targets, models, sessions, feeds, results, args) -> dict:
                              **a.to_json()}
                     break
             comp["per_layer"] = {"compared": len(common), "first_divergence": first}
+            silent = [lb for lb, r in ((targets[0].label, ref_out), (t.label, res)) if not any(n in r for n in order)]
+            if order and silent:
+                comp["per_layer"]["note"] = (f"{silent[0]} returned no intermediate tensors (its engine ignores "
+                                             "EngineOptions.extra_outputs)")
         report["comparisons"].append(comp)
     report["pass"] = all_pass
     return report
@@ -306,7 +310,9 @@ def print_report(report: dict) -> None:
         if "per_layer" in comp:
             pl = comp["per_layer"]
             first = pl["first_divergence"]
-            if first is None:
+            if "note" in pl:
+                console.print(f"per layer: nothing compared: {pl['note']}")
+            elif first is None:
                 console.print(f"per layer: all {pl['compared']} intermediate tensors agree")
             else:
                 message = (f"first divergence: tensor `{first['tensor']}` (node {first['node']}, {first['op']}): "

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .errors import DiagnosticBag, SemanticError, Span, UsageError
+from .errors import DiagnosticBag, SemanticError, Sources, Span, UsageError
 from .graph import INPUT, Graph, InputSpec, Node, OutputSpec
 from .ops import MERGES, OPS, ArgValue, Attrs, Op, OpError, fmt_shape
 from .preprocess import Preprocess
@@ -234,8 +234,7 @@ class Elaborator:
             if label and name == label:
                 self._bind_label(scope, label, out, el.label.span)
             return out
-        if isinstance(prim, S.Layer) and prim.args and isinstance(prim.args[-1], S.Num) \
-                and isinstance(el.repeat, S.Num) and prim.args[-1].span.line == el.repeat.span.line:
+        if _looks_like_spaced_size(prim, el.repeat):
             a, r = prim.args[-1].value, el.repeat.value  # `conv 64 3 x 3`: kernel 3, three times
             self.bag.warning(f"`{a} x {r}` repeats the layer {r} times; a {a}x{r} size is written without spaces",
                              Span(el.span.path, el.span.line, prim.args[-1].span.column, el.span.line,
@@ -388,6 +387,14 @@ class Elaborator:
                     self.bag.error(f"unknown name `{arg.name}`{hint}", arg.span, scope.trace)
                     raise _Unknown
             return ArgValue("word", arg.name, arg.span)
+        first = arg
+        while isinstance(first, S.BinOp):
+            first = first.left
+        if first is not arg and isinstance(first, S.Var) and first.name not in scope.env and _is_option(op, first.name):
+            # `pad -1` is `pad - 1`: a layer argument cannot start with a sign
+            self.bag.error(f"the option `{first.name}` cannot take part in arithmetic (`{first.name} -1` reads as "
+                           f"`{first.name} - 1`; option values are never negative)", arg.span, scope.trace)
+            raise _Unknown
         return ArgValue("value", self._need(self.eval(arg, scope.env, scope.trace)), arg.span)
 
     @staticmethod
@@ -688,6 +695,26 @@ class _Unknown(Exception):
 
 
 _VALUE_WORDS = ("same", "true", "false")  # words that are option values (`pad same`), never names
+
+
+def _looks_like_spaced_size(prim, repeat) -> bool:
+    """`conv 64 3 x 3`: a kernel size written with spaces parses as a repetition; warn about it.
+
+    Only when the layer takes a kernel, its last argument is a bare integer that is not an option's value
+    (`pad 1 x 3` is fine), and the count is a bare integer on the same line (`x (3)` is deliberate).
+    """
+    if not (isinstance(prim, S.Layer) and prim.args and isinstance(repeat, S.Num)):
+        return False
+    op, last = OPS.get(prim.op), prim.args[-1]
+    if op is None or not any(o.name == "kernel" for o in op.options):
+        return False
+    if not (isinstance(last, S.Num) and isinstance(last.value, int) and last.span.line == repeat.span.line):
+        return False
+    if len(prim.args) >= 2 and isinstance(prim.args[-2], S.Var) and _is_option(op, prim.args[-2].name):
+        return False
+    text = Sources.line(repeat.span.path, repeat.span.line) or ""
+    before = text[: repeat.span.column - 1].rstrip()
+    return not before.endswith("(")
 
 
 def _is_option(op: Op, name: str) -> bool:

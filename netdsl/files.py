@@ -42,7 +42,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     except OSError as e:
         raise OutputError(f"{path}: cannot write: {e.strerror}") from None
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, buffering=1 << 20) as f:  # large buffer: models are written in many pieces
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -172,6 +172,10 @@ class OnnxBuilder:
         self._added: set[str] = set()
         self._attributes: dict[tuple[str, str, str], onnx.AttributeProto] = {}
         self._types: dict[Shape, onnx.TypeProto] = {}
+        if weights is None:
+            from .weights import initial_value
+
+            self._initial_value = initial_value
         self.names = [n.name for n in graph.nodes]  # ONNX tensor name of each graph tensor
         self._node: Node | None = None
         self._output = ""
@@ -188,8 +192,14 @@ class OnnxBuilder:
             if self.weights is not None:
                 self.initializers.append(Initializer.of(name, self.weights[name]))
             else:
-                spec = next(w for w in node.weights if w.suffix == suffix)
-                self.initializers.append(_initial(name, spec, self.seed))
+                for spec in node.weights:
+                    if spec.suffix == suffix:
+                        break
+                else:
+                    raise KeyError(name)
+                self.initializers.append(Initializer(name, spec.shape, _float32(),
+                                                     functools.partial(self._initial_value, name, spec, self.seed),
+                                                     costly=spec.init == "he_normal"))
         return name
 
     def const(self, key: str, value, dtype: str | None = None) -> str:
@@ -247,13 +257,6 @@ class OnnxBuilder:
         if attr is None:
             attr = self._attributes[k] = helper.make_attribute(key, value)
         return attr
-
-
-def _initial(name: str, spec, seed: int) -> Initializer:
-    from .weights import initial_value
-
-    return Initializer(name, tuple(spec.shape), _float32(), functools.partial(initial_value, name, spec, seed),
-                       costly=spec.init == "he_normal")
 
 
 @functools.cache
@@ -350,8 +353,12 @@ class LoweredModel:
         f.write(layout.head)
         for (init, value), prefix in zip(computed(self.initializers, workers), layout.prefixes, strict=True):
             if isinstance(prefix, bytes):  # header, then the raw bytes straight from the array
-                f.write(prefix)
-                f.write(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+                data = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+                if data.nbytes < 65536:  # one call for small tensors (bn statistics, biases)
+                    f.write(prefix + data.tobytes())
+                else:
+                    f.write(prefix)
+                    f.write(data)
             else:  # a dtype the fast path does not cover: let onnx encode it
                 encoded = numpy_helper.from_array(value, init.name).SerializeToString()
                 f.write(_key(_INITIALIZER) + _varint(len(encoded)) + encoded)
@@ -418,6 +425,7 @@ class _Layout:
 
 _GRAPH = 7  # ModelProto.graph
 _INITIALIZER = 5  # GraphProto.initializer
+_NAME = 8  # TensorProto.name
 _RAW_DATA = 9  # TensorProto.raw_data
 
 
@@ -426,6 +434,8 @@ def _key(field: int) -> bytes:
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)
@@ -451,18 +461,22 @@ def _tensor_prefix(init: Initializer) -> bytes | int:
     """For plain little-endian number arrays: the initializer's bytes up to its raw data (graph key and
     length, dims, data_type, name, raw_data key and length), as ``numpy_helper.from_array`` would encode
     them. For other dtypes: the length of onnx's own encoding (computed now)."""
-    dtype = init.dtype
-    if dtype.isbuiltin and dtype.kind in "biufc" and (dtype.itemsize == 1 or dtype == dtype.newbyteorder("<")):
-        header = onnx.TensorProto()
-        header.dims.extend(init.shape)
-        if init.name:
-            header.name = init.name
-        header.data_type = _tensor_type(dtype)
-        head = header.SerializeToString() + _key(_RAW_DATA) + _varint(init.nbytes)
-        return _key(_INITIALIZER) + _varint(len(head) + init.nbytes) + head
-    return len(numpy_helper.from_array(init.compute(), init.name).SerializeToString())
+    header = _dims_and_type(init.shape, init.dtype)
+    if header is None:
+        return len(numpy_helper.from_array(init.compute(), init.name).SerializeToString())
+    name = init.name.encode("utf-8")
+    nbytes = init.nbytes
+    head = header + (_key(_NAME) + _varint(len(name)) + name if name else b"") + _key(_RAW_DATA) + _varint(nbytes)
+    return _key(_INITIALIZER) + _varint(len(head) + nbytes) + head
 
 
-@functools.cache
-def _tensor_type(dtype: np.dtype) -> int:
-    return helper.np_dtype_to_tensor_dtype(dtype)
+@functools.lru_cache(maxsize=4096)
+def _dims_and_type(shape: tuple[int, ...], dtype: np.dtype) -> bytes | None:
+    """A TensorProto's ``dims`` and ``data_type`` fields (1 and 2; ``name`` is 8 and ``raw_data`` 9, so
+    they follow), or None for dtypes other than plain little-endian numbers."""
+    if not (dtype.isbuiltin and dtype.kind in "biufc" and (dtype.itemsize == 1 or dtype == dtype.newbyteorder("<"))):
+        return None
+    header = onnx.TensorProto()
+    header.dims.extend(shape)
+    header.data_type = helper.np_dtype_to_tensor_dtype(dtype)
+    return header.SerializeToString()

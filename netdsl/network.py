@@ -58,6 +58,10 @@ class Network:
         if weights is None:
             model = lower_model(self.graph, opset, seed=seed, version=__version__).to_proto()
         else:
+            from .checkpoint import bind
+
+            # strict, like --weights: a missing, extra or misshapen tensor is an error, not a broken model
+            weights = bind(self.graph, weights, source="the weights given").weights
             model = lower(self.graph, weights, opset, version=__version__)
         if fold_bn:
             from .optimize import fold_batchnorm

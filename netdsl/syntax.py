@@ -425,7 +425,8 @@ def _template_parts(text: str, span: Span) -> tuple[str | Expr, ...]:
             expr = _Builder(span.path).transform(tree)
         except UnexpectedInput:
             where = Span(span.path, span.line, col - 1, span.line, col + len(inner) + 1)
-            raise NetdslSyntaxError(f"`{{{inner}}}` is not an expression", where) from None
+            hint = " (`/` is the stride; integer division is `//`)" if "/" in inner.replace("//", "") else ""
+            raise NetdslSyntaxError(f"`{{{inner}}}` is not an expression{hint}", where) from None
         parts.append(_shift(expr, span, col - 1))
         pos = end + 1
     for p in parts:
@@ -544,6 +545,8 @@ def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxErr
             msg += " (`x` is the repetition keyword and cannot be a name; sizes are written without spaces: 3x3)"
         elif re.search(r"\d\s+x\s*$|\d\s*x\s+$", _line_before(text, span)):  # `3 x 224 x 224`
             msg += " (sizes are written without spaces: 3x3, 3x224x224)"
+        elif tok.type == "LPAR" and re.search(r"\w\s+$", _line_before(text, span)):  # `conv 8 3x3 pad (p - 1)`
+            msg = "unexpected `(`: a layer's arguments cannot start with `(` (a group `(...)` follows `->`)"
     elif isinstance(exc, UnexpectedEOF):
         lines = text.splitlines() or [""]
         span = Span(path, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
@@ -613,5 +616,7 @@ def read_source(path: str | os.PathLike) -> str:
         text = data[: exc.start].decode("utf-8")
         line = text.count("\n") + 1
         col = len(text) - (text.rfind("\n") + 1) + 1
+        if b"\0" not in data[:4096]:  # quote the line, undecodable bytes shown as U+FFFD; not for binary files
+            Sources.register(shown, data.decode("utf-8", "replace"))
         raise NetdslSyntaxError(f"file is not UTF-8 text: byte 0x{data[exc.start]:02x} here cannot be decoded",
                                 Span(shown, line, col, line, col + 1)) from None

@@ -11,6 +11,7 @@ the GIL), which is most of what ``netdsl compile`` spends beyond imports.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -27,7 +28,7 @@ def initial_value(name: str, spec: WeightSpec, seed: int) -> np.ndarray:
         return np.ones(spec.shape, np.float32)
     if spec.init == "he_normal":
         rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-        std = np.float32(np.sqrt(2.0 / max(spec.fan_in, 1)))
+        std = np.float32(math.sqrt(2.0 / max(spec.fan_in, 1)))
         out = rng.standard_normal(spec.shape, dtype=np.float32)
         out *= std
         return out

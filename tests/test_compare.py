@@ -132,3 +132,22 @@ def test_bad_engine_list_is_a_usage_error(run_cli, small, engines, message):
     rc, _, err = run_cli("compare", small, "--engines", engines)
     assert rc == 2
     assert message in err and "Traceback" not in err
+
+
+def test_agreement_rule():
+    from netdsl.cli_compare import agreement
+
+    ref = np.array([1.0, 0.0, -2.0, np.nan, np.inf, 100.0], np.float32)
+    same = agreement(ref.copy(), ref, atol=0, rtol=0)
+    assert same.passed and same.max_abs == 0 and same.mismatched == 0, "NaN agrees with NaN, inf with inf"
+    got = np.array([1.0 + 2e-4, 1e-5, -2.0, np.nan, np.inf, 100.05], np.float32)
+    a = agreement(got, ref, atol=1e-4, rtol=1e-3)
+    # |2e-4| > 1e-4 + 1e-3*1 passes (1.1e-3); 1e-5 <= 1e-4 passes; 0.05 <= 1e-4 + 0.1 passes
+    assert a.passed and a.max_abs == pytest.approx(0.05, rel=1e-3)
+    assert a.max_rel == pytest.approx(5e-4, rel=1e-2), "relative error is taken where the reference is non-zero"
+    b = agreement(got, ref, atol=1e-4, rtol=0)
+    assert not b.passed and b.mismatched == 2  # 1+2e-4 and 100.05
+    c = agreement(np.array([np.nan, -np.inf], np.float32), np.array([0.0, np.inf], np.float32), atol=1, rtol=1)
+    assert c.mismatched == 2 and c.max_abs == np.inf
+    d = agreement(np.zeros((2, 3)), np.zeros((3, 2)), atol=1, rtol=1)
+    assert not d.passed and "shape 2x3 differs from the reference's 3x2" in d.note

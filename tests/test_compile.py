@@ -38,11 +38,11 @@ network everything(classes=7) {
     mix: inception<
         b1: conv 8 1x1 -> silu
       | b2: (conv 4 1x1 -> conv 8 3x3 pad 1 dilation 1 -> gelu)
-      | b3: (avgpool 3x3 /1 pad 1 -> conv 8 1x1 depthwise -> hardswish)
+      | b3: (avgpool 3x3 /1 pad 1 -> conv 16 3x3 pad 1 depthwise -> hardswish)
     >
     channel_shuffle 4 -> dropout 0.2 -> identity
     up: upsample 2 -> conv 8 3x3 /2 pad same -> tanh
-    aux: avgpool adaptive 2x2 -> flatten -> fc 5 -> sigmoid
+    avgpool adaptive 2x2 -> flatten -> fc 5 -> aux: sigmoid
     @up -> avgpool global -> flatten -> head: fc classes nobias -> softmax
     output probs
     output aux = @aux
@@ -101,7 +101,7 @@ def test_node_names_are_dotted_paths(everything):
     assert len(onnx_names) == len(set(onnx_names))
     for name in onnx_names:  # a layer's own node, or a helper node of its lowering `layer/Op_k`
         assert name.split("/")[0] in layer_names or name.startswith("output."), name
-    for expected in ("conv1", "bn1", "layer1.0.conv2", "layer1.0.downsample.0", "layer1.1.0.fc1", "mix.b2.1",
+    for expected in ("conv1", "bn1", "layer1.0.conv2", "layer1.0.downsample.0", "layer1.1.2.fc1", "mix.b2.1",
                      "mix.concat", "head"):
         assert expected in onnx_names
     inits = {t.name for t in model.graph.initializer}

@@ -461,6 +461,9 @@ def test_spaced_size_is_a_repetition():
     # `3 x 3` is kernel 3 repeated 3 times, not a 3x3 size: the language has no spaces in sizes
     net = load(net_body("conv 4 3 x 3"))
     assert [n.shape for n in net.graph.nodes][1:] == [(4, 14, 14), (4, 12, 12), (4, 10, 10)]
+    (warning,) = net.warnings  # ... which is almost always a mistake, so it is flagged
+    assert "`3 x 3` repeats the layer 3 times; a 3x3 size is written without spaces" in warning.message
+    assert not load(net_body("conv 4 3x3 x 3")).warnings and not load(net_body("relu x 3")).warnings
 
 
 # ----------------------------------------------------------------------------- naming

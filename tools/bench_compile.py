@@ -1,20 +1,28 @@
-"""Benchmark `netdsl check` and `netdsl compile` as whole processes, as a user runs them.
+"""Benchmark `netdsl check` and `netdsl compile` as whole processes, exactly as a user runs them.
 
 Measures, side by side in one run and interleaved (every repetition runs every case once, in turn, so
-that a change in the machine's load hits all cases alike):
+a change in the machine's load hits all cases alike):
 
-- ``python -c pass``: the interpreter's start-up, the floor under any command-line tool;
-- ``netdsl check`` and ``netdsl compile`` of networks/resnet50.net;
-- the same for ResNet-50 made 10x and 100x deeper by tools/gen_deep.py (the 100x one with widths
-  divided by 8; see that script), to show that cost grows linearly with the number of layers;
-- with ``--torch-python``: torchvision's resnet50() exported by torch.onnx.export, the route netdsl
-  replaces (``--torch-exporter legacy`` is ``dynamo=False``, the TorchScript exporter; ``dynamo`` is the
-  torch.export-based one, which needs onnxscript).
+- ``python -c pass``: the interpreter's start-up, the floor under any Python command-line tool;
+- ``netdsl check FILE`` and ``netdsl compile FILE`` (writing ``<network>.onnx`` in a scratch
+  directory) for networks/resnet50.net;
+- the same for ResNet-50 made deeper by tools/gen_deep.py: by default 10x at ResNet-50's widths, and
+  1x, 10x and 100x at 1/8 of its widths (a series with the same widths, so time per layer can be compared
+  along it; 100x at full width would be 2.1 G parameters, see tools/gen_deep.py);
+- with ``--torch-python``: torchvision's resnet50() exported with torch.onnx.export, the route netdsl
+  replaces (``--torch-exporter legacy``, the default, is ``dynamo=False``, the TorchScript exporter;
+  ``dynamo`` is the torch.export-based one, which needs onnxscript).
 
 Each case runs once untimed first (page cache, bytecode and grammar caches warm, as on a developer's
-machine), then ``--reps`` times. Wall time is measured around each process; peak memory is the
-process's maximum resident set size (``os.wait4``'s rusage). Prints a markdown table of min / median /
-max, start-up-corrected medians, time per layer, and the torch/netdsl ratios.
+machine), then ``--reps`` times. Wall time is taken around each process. Peak memory is the process's
+maximum resident set size, read by GNU time (``/usr/bin/time``) where present, because Linux charges
+a child the memory of the process that started it until it executes another program, which would put a
+floor of this script's own size under every figure; without GNU time it comes from ``os.wait4`` and the
+output says so. CPU time is user + system time of the process and its threads.
+
+Prints a markdown table (min / median / max wall time, median beyond start-up, CPU, peak memory) and
+the derived figures: time beyond start-up, time per added layer along each series, and the
+torch/netdsl ratios.
 
 Usage:
     python tools/bench_compile.py
@@ -27,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,14 +44,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Nothing heavy is imported here: this process's size would otherwise show in the children's figures.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from gen_deep import generate, network_name  # noqa: E402
 
+GNU_TIME = "/usr/bin/time"
+
 TORCH_EXPORT = """\
 import sys, torch, torchvision
 out, exporter = sys.argv[1], sys.argv[2]
-model = torchvision.models.resnet50().eval()  # random initialisation, as netdsl compile's
+model = torchvision.models.resnet50().eval()  # random initialisation, like netdsl compile's
 x = torch.randn(1, 3, 224, 224)
 kw = dict(input_names=["image"], output_names=["logits"], opset_version=17, dynamo=exporter == "dynamo")
 if exporter == "dynamo":
@@ -50,6 +62,17 @@ if exporter == "dynamo":
 else:
     kw["dynamic_axes"] = {"image": {0: "batch"}, "logits": {0: "batch"}}
 torch.onnx.export(model, (x,), out, **kw)
+"""
+
+# Run in a separate process, so that this one stays small.
+INFO = """\
+import json, sys, numpy, onnx, netdsl
+nets = {}
+for path in sys.argv[1:]:
+    s = netdsl.load(path).summary()
+    nets[path] = {"layers": len(s.layers), "params": s.params}
+print(json.dumps({"nets": nets, "versions": f"netdsl {netdsl.__version__}, onnx {onnx.__version__}, "
+                                            f"numpy {numpy.__version__}"}))
 """
 
 
@@ -63,24 +86,41 @@ class Case:
     cpus: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)  # bytes
 
-    def med(self) -> float:
+    def median(self) -> float:
         return statistics.median(self.walls)
 
 
-def run_once(argv: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds, peak RSS bytes) of one process; raises if it fails."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}\n{err[-2000:]}")
-    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return wall, usage.ru_utime + usage.ru_stime, rss
+class Runner:
+    """Runs one process and measures it; see the module docstring for how."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.gnu_time = shutil.which(GNU_TIME) is not None and self._gnu_time_works()
+
+    def _gnu_time_works(self) -> bool:
+        out = self.work / ".probe"
+        r = subprocess.run([GNU_TIME, "-f", "%M", "-o", str(out), "true"], capture_output=True)
+        return r.returncode == 0 and out.exists() and out.read_text().strip().isdigit()
+
+    def run(self, argv: list[str]) -> tuple[float, float, int]:
+        """(wall seconds, CPU seconds, peak RSS bytes) of one process; exits if it fails."""
+        rss_file = self.work / ".rss"
+        full = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if self.gnu_time else argv
+        start = time.perf_counter()
+        proc = subprocess.Popen(full, cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise SystemExit(f"failed (exit {code}): {' '.join(argv)}\n{err[-2000:]}")
+        if self.gnu_time:
+            rss = int(rss_file.read_text().split()[-1]) * 1024
+        else:
+            rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        return wall, usage.ru_utime + usage.ru_stime, rss
 
 
 def netdsl_command() -> list[str]:
@@ -100,137 +140,143 @@ def machine() -> str:
         pass
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        mem_text = f", {mem:.0f} GiB RAM"
+        mem = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
     except (ValueError, OSError, AttributeError):
-        mem_text = ""
-    return f"{cpus} CPUs usable ({model}){mem_text}, {platform.system()} {platform.release()}"
-
-
-def versions(torch_python: str | None) -> str:
-    import numpy
-    import onnx
-
-    import netdsl
-
-    parts = [f"Python {platform.python_version()}", f"netdsl {netdsl.__version__}", f"onnx {onnx.__version__}",
-             f"numpy {numpy.__version__}"]
-    if torch_python:
-        out = subprocess.run([torch_python, "-c", "import torch, torchvision; print(torch.__version__, "
-                              "torchvision.__version__)"], capture_output=True, text=True)
-        if out.returncode == 0:
-            t, tv = out.stdout.split()
-            parts.append(f"torch {t}, torchvision {tv} (for the torch route)")
-    return ", ".join(parts)
+        mem = ""
+    return f"{cpus} CPU cores usable ({model}){mem}, {platform.system()} {platform.release()}"
 
 
 def load_average() -> str:
     try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
     except (AttributeError, OSError):
         return "n/a"
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1000:,.0f}"
+    return f"{seconds * 1000:,.0f} ms"
 
 
-def fmt_params(n: int | None) -> str:
-    if n is None:
-        return ""
-    return f"{n / 1e6:,.1f} M"
+def parse_series(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        depth, _, divisor = item.partition(":")
+        out.append((int(depth), int(divisor or 1)))
+    return out
 
 
-def build_cases(args: argparse.Namespace, work: Path) -> list[Case]:
-    import netdsl
-
+def build_cases(args: argparse.Namespace, work: Path) -> tuple[list[Case], str]:
     nets = [("resnet50", ROOT / "networks" / "resnet50.net")]
-    for depth, divisor in ((10, 1), (100, args.width_divisor_100)):
+    for depth, divisor in parse_series(args.deep):
         path = work / f"{network_name(depth, divisor)}.net"
         path.write_text(generate(depth, divisor), encoding="utf-8")
         nets.append((path.stem, path))
+    info = subprocess.run([sys.executable, "-c", INFO, *(str(p) for _, p in nets)], capture_output=True, text=True)
+    if info.returncode != 0:
+        raise SystemExit(f"cannot load the networks:\n{info.stderr[-2000:]}")
+    data = json.loads(info.stdout)
     cli = netdsl_command()
     cases = [Case("python -c pass (start-up)", [sys.executable, "-c", "pass"])]
     compiles = []
     for label, path in nets:
-        summary = netdsl.load(str(path)).summary()
-        layers, params = len(summary.layers), summary.params
-        cases.append(Case(f"netdsl check {label}", [*cli, "check", "-q", str(path)], layers, params))
-        compiles.append(Case(f"netdsl compile {label}", [*cli, "compile", "-q", str(path), "-o",
-                                                         str(work / f"{label}.onnx")], layers, params))
+        n = data["nets"][str(path)]
+        cases.append(Case(f"netdsl check {label}", [*cli, "check", str(path)], n["layers"], n["params"]))
+        compiles.append(Case(f"netdsl compile {label}", [*cli, "compile", str(path)], n["layers"], n["params"]))
     cases += compiles
     if args.torch_python:
         cases.append(Case(f"torchvision resnet50 + torch.onnx.export ({args.torch_exporter})",
                           [args.torch_python, "-c", TORCH_EXPORT, str(work / "torch_resnet50.onnx"),
-                           args.torch_exporter], cases[1].layers, cases[1].params))
-    return cases
+                           args.torch_exporter]))
+    versions = f"Python {platform.python_version()}, {data['versions']}"
+    if args.torch_python:
+        tv = subprocess.run([args.torch_python, "-c", "import torch, torchvision; print(torch.__version__, "
+                             "torchvision.__version__)"], capture_output=True, text=True)
+        if tv.returncode == 0:
+            versions += ", torch {} and torchvision {} for the torch route".format(*tv.stdout.split())
+    return cases, versions
+
+
+def report(cases: list[Case], args: argparse.Namespace, runner: Runner, versions: str, loads: tuple[str, str],
+           argv: list[str]) -> None:
+    startup = cases[0].median()
+    by_name = {c.name: c for c in cases}
+    print(f"Machine: {machine()}")
+    print(f"Software: {versions}")
+    print(f"Command: python tools/bench_compile.py {' '.join(argv)}".rstrip())
+    print(f"Repetitions: {args.reps} timed per case, interleaved, after one untimed warm-up each; "
+          f"load average (1 / 5 / 15 min) before {loads[0]}, after {loads[1]}")
+    print("Peak memory: " + ("maximum resident set size, by GNU time" if runner.gnu_time else
+                             "maximum resident set size by os.wait4 (includes this script's own ~10 MiB)"))
+    print()
+    print("| case | layers | params | wall min | wall median | wall max | median − start-up | CPU median "
+          "| peak memory |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in cases:
+        beyond = "" if c is cases[0] else ms(c.median() - startup)
+        print(f"| `{c.name}` | {c.layers if c.layers else ''} | {f'{c.params / 1e6:,.1f} M' if c.params else ''} "
+              f"| {ms(min(c.walls))} | {ms(c.median())} | {ms(max(c.walls))} | {beyond} "
+              f"| {ms(statistics.median(c.cpus))} | {max(c.rss) / 2**20:,.0f} MiB |")
+    print()
+    check50, compile50 = by_name["netdsl check resnet50"], by_name["netdsl compile resnet50"]
+    print(f"- `netdsl check resnet50`: median {ms(check50.median())}, {ms(check50.median() - startup)} beyond "
+          f"interpreter start-up ({ms(startup)}); peak {max(check50.rss) / 2**20:,.0f} MiB")
+    print(f"- `netdsl compile resnet50`: median {ms(compile50.median())}; peak {max(compile50.rss) / 2**20:,.0f} MiB")
+    # Linear growth: along each series of equal widths, the time each added layer costs.
+    for kind in ("check", "compile"):
+        series: dict[str, list[Case]] = {}
+        for c in cases:
+            if c.name.startswith(f"netdsl {kind} resnet50"):
+                width = c.name.rpartition("_w")[2] if "_w" in c.name else "1"
+                series.setdefault(width, []).append(c)
+        for width, members in series.items():
+            members.sort(key=lambda c: c.layers or 0)
+            steps = []
+            for a, b in zip(members, members[1:], strict=False):
+                per_layer = (b.median() - a.median()) / (b.layers - a.layers)
+                steps.append(f"{a.name.split()[-1]} → {b.name.split()[-1]}: {per_layer * 1e6:,.0f} µs per added layer "
+                             f"({b.layers / a.layers:.1f}x the layers, {b.median() / a.median():.1f}x the time)")
+            if steps:
+                label = "ResNet-50 widths" if width == "1" else f"1/{width} of ResNet-50's widths"
+                print(f"- `netdsl {kind}`, {label}: " + "; ".join(steps))
+    if args.torch_python:
+        t = cases[-1]
+        print(f"- `{t.name}`: median {ms(t.median())}, peak {max(t.rss) / 2**20:,.0f} MiB: "
+              f"{t.median() / compile50.median():.1f}x the wall time and {max(t.rss) / max(compile50.rss):.1f}x "
+              f"the peak memory of `netdsl compile resnet50`")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=5, help="timed repetitions of each case (default 5)")
+    p.add_argument("--deep", default="10:1,1:8,10:8,100:8", metavar="DEPTH:DIVISOR,...",
+                   help="generated networks: depth multiplier and width divisor (default 10:1,1:8,10:8,100:8)")
     p.add_argument("--torch-python", metavar="PYTHON",
                    help="a Python with torch and torchvision: also time torchvision resnet50 + torch.onnx.export")
     p.add_argument("--torch-exporter", choices=("legacy", "dynamo"), default="legacy",
                    help="torch.onnx.export(dynamo=False) (legacy, default) or dynamo=True (needs onnxscript)")
-    p.add_argument("--width-divisor-100", type=int, default=8, help="width divisor of the 100x network (default 8)")
     p.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="netdsl-bench-") as tmp:
         work = Path(tmp)
-        cases = build_cases(args, work)
-        load_before = load_average()
+        runner = Runner(work)
+        cases, versions = build_cases(args, work)
+        before = load_average()
         for c in cases:  # warm-up, untimed
-            run_once(c.argv)
+            runner.run(c.argv)
         for _ in range(args.reps):
             for c in cases:
-                wall, cpu, rss = run_once(c.argv)
+                wall, cpu, rss = runner.run(c.argv)
                 c.walls.append(wall)
                 c.cpus.append(cpu)
                 c.rss.append(rss)
-        load_after = load_average()
-
-    startup = cases[0].med()
-    print(f"Machine: {machine()}")
-    print(f"Software: {versions(args.torch_python)}")
-    print(f"Command: python tools/bench_compile.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
-    print(f"Repetitions: {args.reps} per case, interleaved, after one untimed warm-up run each; "
-          f"load average before {load_before}, after {load_after}")
-    print()
-    print("| case | layers | params | wall min | wall median | wall max | median − start-up | per layer | "
-          "CPU median | peak RSS (max) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for c in cases:
-        net = c.med() - startup
-        per_layer = f"{net / c.layers * 1e6:,.0f} µs" if c.layers and c is not cases[0] else ""
-        beyond = "" if c is cases[0] else f"{ms(net)} ms"
-        print(f"| {c.name} | {c.layers or ''} | {fmt_params(c.params)} | {ms(min(c.walls))} ms | "
-              f"{ms(c.med())} ms | {ms(max(c.walls))} ms | {beyond} | {per_layer} | "
-              f"{ms(statistics.median(c.cpus))} ms | {max(c.rss) / 2**20:,.0f} MiB |")
-    print()
-    by_name = {c.name: c for c in cases}
-    compile50 = by_name["netdsl compile resnet50"]
-    check50 = by_name["netdsl check resnet50"]
-    print(f"- netdsl check resnet50: median {ms(check50.med())} ms, {ms(check50.med() - startup)} ms beyond "
-          f"start-up ({ms(startup)} ms)")
-    print(f"- netdsl compile resnet50: median {ms(compile50.med())} ms, peak {max(compile50.rss) / 2**20:,.0f} MiB")
-    for kind in ("check", "compile"):
-        base = by_name[f"netdsl {kind} resnet50"]
-        for c in cases:
-            if c.name.startswith(f"netdsl {kind} resnet50_"):
-                layers = c.layers / base.layers
-                time_ratio = (c.med() - startup) / (base.med() - startup)
-                print(f"- {c.name}: {layers:.1f}x the layers, {time_ratio:.1f}x the time beyond start-up "
-                      f"({time_ratio / layers:.2f}x the time per layer)")
-    if args.torch_python:
-        torch_case = cases[-1]
-        print(f"- {torch_case.name}: median {ms(torch_case.med())} ms, peak {max(torch_case.rss) / 2**20:,.0f} MiB; "
-              f"{torch_case.med() / compile50.med():.1f}x netdsl compile's wall time, "
-              f"{max(torch_case.rss) / max(compile50.rss):.1f}x its peak memory")
+        after = load_average()
+    report(cases, args, runner, versions, (before, after), argv)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "machine": machine(), "load_before": load_before, "load_after": load_after, "reps": args.reps,
+            "machine": machine(), "versions": versions, "load_before": before, "load_after": after,
+            "reps": args.reps, "gnu_time": runner.gnu_time,
             "cases": [{"name": c.name, "argv": c.argv, "layers": c.layers, "params": c.params, "wall_s": c.walls,
                        "cpu_s": c.cpus, "peak_rss_bytes": c.rss} for c in cases]}, indent=1), encoding="utf-8")
     return 0
