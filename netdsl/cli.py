@@ -20,7 +20,7 @@ from .errors import NetdslError, UsageError
 # Each command module defines ``register(subparsers)``; modules beyond the core are imported only
 # to declare their options, and import their heavy dependencies lazily when run.
 COMMAND_MODULES = ("netdsl.cli", "netdsl.cli_runtime", "netdsl.cli_weights", "netdsl.cli_compare",
-                   "netdsl.cli_build", "netdsl.cli_bench")
+                   "netdsl.cli_build", "netdsl.cli_bench", "netdsl.cli_doctor")
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 

@@ -26,10 +26,10 @@ from netdsl.cli_bench import (
     batch_list,
     bench_batch,
     percentile,
-    probe,
     time_calls,
     warm_up,
 )
+from netdsl.cli_doctor import probe
 
 TINY = """
 network tiny(classes=4) {
@@ -133,11 +133,11 @@ def test_progress_bar_goes_to_a_terminal_stderr_only(tiny):
         return proc.returncode, out, b"".join(chunks).decode("utf-8", "replace")
 
     rc, out, tty = run()
-    assert rc == 0
-    assert "batch 1: timing" in tty or "batch 1: warm-up" in tty
-    assert "latency (ms)" in out and "batch 1" not in out
+    assert rc == 0, tty
+    assert "batch 1: timing" in tty or "batch 1: warm-up" in tty, tty
+    assert "latency (ms)" in out and "batch 1" not in out, out
     rc, out, tty = run("--json")
-    assert rc == 0 and tty == ""
+    assert rc == 0 and tty == "", tty
     assert json.loads(out)["results"][0]["batch"] == 1
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import netdsl
-from netdsl.cli_bench import find_library, ort_distributions, probe
+from netdsl.cli_doctor import find_library, ort_distributions, probe
 from netdsl.engines import ENGINES
 
 PAIRS = {f"{engine}:{device}" for engine, (_, _, devices, _) in ENGINES.items() for device in devices}

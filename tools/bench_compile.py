@@ -9,16 +9,20 @@ a change in the machine's load hits all cases alike):
 - the same for ResNet-50 made deeper by tools/gen_deep.py: by default 10x at ResNet-50's widths, and
   1x, 10x and 100x at 1/8 of its widths (a series with the same widths, so time per layer can be compared
   along it; 100x at full width would be 2.1 G parameters, see tools/gen_deep.py);
+- with ``--baseline-src DIR``: check and compile of resnet50 by the netdsl source tree in DIR (for
+  example an older commit, extracted with ``git archive``), to compare before and after a change;
 - with ``--torch-python``: torchvision's resnet50() exported with torch.onnx.export, the route netdsl
   replaces (``--torch-exporter legacy``, the default, is ``dynamo=False``, the TorchScript exporter;
   ``dynamo`` is the torch.export-based one, which needs onnxscript).
 
-Each case runs once untimed first (page cache, bytecode and grammar caches warm, as on a developer's
-machine), then ``--reps`` times. Wall time is taken around each process. Peak memory is the process's
-maximum resident set size, read by GNU time (``/usr/bin/time``) where present, because Linux charges
-a child the memory of the process that started it until it executes another program, which would put a
-floor of this script's own size under every figure; without GNU time it comes from ``os.wait4`` and the
-output says so. CPU time is user + system time of the process and its threads.
+Each case runs once untimed first (page cache, Python bytecode cache and netdsl's grammar cache warm,
+as on a developer's machine or after ``pip install``, which compiles bytecode; the bytecode cache goes
+to the scratch directory, whatever PYTHONDONTWRITEBYTECODE says), then ``--reps`` times. Wall time is
+taken around each process. Peak memory is the process's maximum resident set size, read by GNU time
+(``/usr/bin/time``) where present, because Linux charges a child the memory of the process that
+started it until it executes another program, which would put a floor of this script's own size under
+every figure; without GNU time it comes from ``os.wait4`` and the output says so. CPU time is user +
+system time of the process and its threads.
 
 Prints a markdown table (min / median / max wall time, median beyond start-up, CPU, peak memory) and
 the derived figures: time beyond start-up, time per added layer along each series, and the
@@ -85,6 +89,7 @@ class Case:
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)  # bytes
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment
 
     def median(self) -> float:
         return statistics.median(self.walls)
@@ -96,18 +101,23 @@ class Runner:
     def __init__(self, work: Path):
         self.work = work
         self.gnu_time = shutil.which(GNU_TIME) is not None and self._gnu_time_works()
+        # Bytecode caches on, as for an installed package (pip compiles .pyc files when it installs),
+        # kept in the scratch directory so that nothing else is written; the warm-up runs fill them.
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
 
     def _gnu_time_works(self) -> bool:
         out = self.work / ".probe"
         r = subprocess.run([GNU_TIME, "-f", "%M", "-o", str(out), "true"], capture_output=True)
         return r.returncode == 0 and out.exists() and out.read_text().strip().isdigit()
 
-    def run(self, argv: list[str]) -> tuple[float, float, int]:
+    def run(self, argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
         """(wall seconds, CPU seconds, peak RSS bytes) of one process; exits if it fails."""
         rss_file = self.work / ".rss"
         full = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if self.gnu_time else argv
         start = time.perf_counter()
-        proc = subprocess.Popen(full, cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(full, cwd=self.work, env={**self.env, **(env or {})}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -183,6 +193,14 @@ def build_cases(args: argparse.Namespace, work: Path) -> tuple[list[Case], str]:
         cases.append(Case(f"netdsl check {label}", [*cli, "check", str(path)], n["layers"], n["params"]))
         compiles.append(Case(f"netdsl compile {label}", [*cli, "compile", str(path)], n["layers"], n["params"]))
     cases += compiles
+    if args.baseline_src:
+        # what the console script runs, with the baseline tree first on the path
+        entry = [sys.executable, "-c", "import sys; from netdsl.cli import entry; sys.argv[0] = 'netdsl'; entry()"]
+        env = {"PYTHONPATH": str(Path(args.baseline_src).resolve())}
+        r50 = data["nets"][str(nets[0][1])]
+        for kind in ("check", "compile"):
+            cases.append(Case(f"netdsl {kind} resnet50 (baseline)", [*entry, kind, str(nets[0][1])],
+                              r50["layers"], r50["params"], env=env))
     if args.torch_python:
         cases.append(Case(f"torchvision resnet50 + torch.onnx.export ({args.torch_exporter})",
                           [args.torch_python, "-c", TORCH_EXPORT, str(work / "torch_resnet50.onnx"),
@@ -207,6 +225,8 @@ def report(cases: list[Case], args: argparse.Namespace, runner: Runner, versions
           f"load average (1 / 5 / 15 min) before {loads[0]}, after {loads[1]}")
     print("Peak memory: " + ("maximum resident set size, by GNU time" if runner.gnu_time else
                              "maximum resident set size by os.wait4 (includes this script's own ~10 MiB)"))
+    print("Caches: Python bytecode caches on (in the scratch directory), netdsl's grammar cache on; "
+          "both filled by the warm-up runs")
     print()
     print("| case | layers | params | wall min | wall median | wall max | median − start-up | CPU median "
           "| peak memory |")
@@ -225,7 +245,7 @@ def report(cases: list[Case], args: argparse.Namespace, runner: Runner, versions
     for kind in ("check", "compile"):
         series: dict[str, list[Case]] = {}
         for c in cases:
-            if c.name.startswith(f"netdsl {kind} resnet50"):
+            if c.name.startswith(f"netdsl {kind} resnet50") and not c.name.endswith("(baseline)"):
                 width = c.name.rpartition("_w")[2] if "_w" in c.name else "1"
                 series.setdefault(width, []).append(c)
         for width, members in series.items():
@@ -238,6 +258,13 @@ def report(cases: list[Case], args: argparse.Namespace, runner: Runner, versions
             if steps:
                 label = "ResNet-50 widths" if width == "1" else f"1/{width} of ResNet-50's widths"
                 print(f"- `netdsl {kind}`, {label}: " + "; ".join(steps))
+    for kind in ("check", "compile"):
+        base = by_name.get(f"netdsl {kind} resnet50 (baseline)")
+        if base:
+            now = by_name[f"netdsl {kind} resnet50"]
+            print(f"- `netdsl {kind} resnet50`, baseline → now: {ms(base.median())} → {ms(now.median())} "
+                  f"({base.median() / now.median():.1f}x faster), peak {max(base.rss) / 2**20:,.0f} → "
+                  f"{max(now.rss) / 2**20:,.0f} MiB")
     if args.torch_python:
         t = cases[-1]
         print(f"- `{t.name}`: median {ms(t.median())}, peak {max(t.rss) / 2**20:,.0f} MiB: "
@@ -255,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a Python with torch and torchvision: also time torchvision resnet50 + torch.onnx.export")
     p.add_argument("--torch-exporter", choices=("legacy", "dynamo"), default="legacy",
                    help="torch.onnx.export(dynamo=False) (legacy, default) or dynamo=True (needs onnxscript)")
+    p.add_argument("--baseline-src", metavar="DIR",
+                   help="also time check and compile of resnet50 by the netdsl source tree in DIR (before/after)")
     p.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     args = p.parse_args(argv)
 
@@ -264,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         cases, versions = build_cases(args, work)
         before = load_average()
         for c in cases:  # warm-up, untimed
-            runner.run(c.argv)
+            runner.run(c.argv, c.env)
         for _ in range(args.reps):
             for c in cases:
-                wall, cpu, rss = runner.run(c.argv)
+                wall, cpu, rss = runner.run(c.argv, c.env)
                 c.walls.append(wall)
                 c.cpus.append(cpu)
                 c.rss.append(rss)

@@ -6,6 +6,7 @@ CUDA execution provider (CPU-only wheel, no GPU, missing CUDA/cuDNN libraries), 
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -46,6 +47,10 @@ class OrtEngine(Engine):
     def prepare(self, model: ModelSource, device: str, options: EngineOptions) -> Runner:
         ort = _ort()
         provider = PROVIDERS[device]
+        if device != "cpu" and hasattr(ort, "preload_dlls"):
+            # CUDA/cuDNN from pip packages (nvidia-*-cu12/13) are not on the loader path by default
+            with contextlib.suppress(Exception):
+                ort.preload_dlls()
         available = ort.get_available_providers()
         if provider not in available:
             raise EngineError(_why_unavailable(ort, device, available))

@@ -37,10 +37,10 @@ from ..errors import EngineError, UsageError
 from ..files import atomic_open
 from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec
 
-INSTALL_HINT = ("TensorRT is not installed. Install it where an NVIDIA GPU and driver are present: "
-                "pip install \"netdsl[trt]\" (TensorRT for RTX: tensorrt-rtx-cu13-libs and tensorrt-rtx-cu13-bindings; "
-                "the datacenter `tensorrt` wheels download their libraries from NVIDIA's index at install time) "
-                "and cuda-python (pip install cuda-python). Run `netdsl doctor` to see what is found")
+INSTALL_HINT = ("TensorRT is not installed. On a machine with an NVIDIA GPU: pip install tensorrt-cu13 cuda-python "
+                "(its libraries come from NVIDIA's package index), or TensorRT for RTX: pip install "
+                "tensorrt-rtx-cu13-libs tensorrt-rtx-cu13-bindings cuda-python. docs/tensorrt.md has the details; "
+                "run `netdsl doctor` to see what is found")
 DEFAULT_WORKSPACE = 4 << 30
 DEFAULT_PROFILE = (1, 1, 32)
 
