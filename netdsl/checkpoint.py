@@ -1,137 +1,180 @@
 """Weight files: reading checkpoints, binding them strictly to a network, and writing them.
 
 Formats (chosen by suffix): ``.safetensors`` (recommended), ``.npz``, ``.onnx`` (its initializers),
-and PyTorch ``.pt``/``.pth``/``.bin`` checkpoints, read with ``torch.load(weights_only=True)`` so a
-file that tries to run code is refused (PyTorch is an optional extra: ``pip install "netdsl[torch]"``).
+and PyTorch ``.pt``/``.pth``/``.bin``/``.ckpt`` checkpoints, read with ``torch.load(weights_only=True)``
+so a file that tries to run code is refused (PyTorch is optional: without it, reading a ``.pt`` is a
+clear error). Readers return float16/bfloat16/float8 tensors widened to float32; other dtypes are
+returned as stored and judged by :func:`bind`.
 
-Binding is strict: missing, unexpected and shape-mismatched entries are all listed in one error,
-each with the expected shape and the .net location of the layer that wants it. Nothing is silently
-re-initialised; ``allow_missing`` makes partial loading explicit (missing tensors keep their
-deterministic initial values and are listed as warnings).
+Binding is strict: missing, unexpected, shape-mismatched and invalid (NaN/inf, non-numeric) entries are
+all listed in one error, each with the expected shape and the .net location of the layer that wants
+it. Nothing is silently re-initialised; ``allow_missing`` makes partial loading explicit (missing
+tensors keep their deterministic initial values and are returned in :attr:`BindResult.missing`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import Diagnostic, WeightsError
+from .errors import Diagnostic, UsageError, WeightsError
 from .graph import Graph
 from .ops import fmt_shape
 from .weights import initial_weights
 
-IGNORED_SUFFIXES = (".num_batches_tracked",)
+IGNORED_SUFFIXES = (".num_batches_tracked",)  # PyTorch's BN step counter: no part of inference
 FORMATS = {".safetensors": "safetensors", ".npz": "npz", ".onnx": "onnx", ".pt": "torch", ".pth": "torch",
            ".bin": "torch", ".ckpt": "torch"}
+WRITABLE = (".safetensors", ".npz")
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")  # where training checkpoints nest the weights
+NETDSL_CONSTANT_PREFIX = "const."  # lowering constants in netdsl's own .onnx files (reshape targets, clip bounds)
+_NARROW_FLOATS = ("bfloat16", "float8", "float6", "float4")  # ml_dtypes types numpy cannot compute with
 
 
 # ----------------------------------------------------------------------------- reading
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a weight file, by name, as numpy arrays. Raises WeightsError."""
+    """Every tensor of a weight file, by name, as numpy arrays (narrow floats widened to float32).
+
+    Raises WeightsError for an unknown suffix, a missing or unreadable file, and a refused checkpoint.
+    """
     p = Path(path)
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
-        raise WeightsError(f"{path}: unknown weight format `{p.suffix}`; use one of "
+        raise WeightsError(f"{path}: unknown weight format `{p.suffix or '(no suffix)'}`; use one of "
                            + ", ".join(sorted(FORMATS)))
+    if not p.exists():
+        raise WeightsError(f"{path}: no such file")
     if not p.is_file():
-        raise WeightsError(f"{path}: no such file" if not p.exists() else f"{path}: not a file")
+        raise WeightsError(f"{path}: not a file")
+    reader = {"safetensors": _read_safetensors, "npz": _read_npz, "onnx": _read_onnx, "torch": _read_torch}[fmt]
     try:
-        return {"safetensors": _read_safetensors, "npz": _read_npz, "onnx": _read_onnx, "torch": _read_torch}[fmt](p)
+        tensors = reader(p)
     except WeightsError:
         raise
     except MemoryError:
         raise WeightsError(f"{path}: out of memory while reading") from None
+    except PermissionError as e:
+        raise WeightsError(f"{path}: cannot read: {e.strerror}") from None
     except Exception as e:  # noqa: BLE001 - each reader's library raises its own types for corrupt files
-        raise WeightsError(f"{path}: not a readable {fmt} file ({type(e).__name__}: {str(e)[:200]})") from None
+        detail = " ".join(str(e).split())[:200]
+        raise WeightsError(f"{path}: not a readable {fmt} file ({type(e).__name__}: {detail})") from None
+    return {name: _widened(value) for name, value in tensors.items()}
+
+
+def _widened(value: np.ndarray) -> np.ndarray:
+    """bfloat16/float8 arrays (ml_dtypes types, as safetensors and onnx return them) as float32."""
+    if value.dtype.kind == "V" and value.dtype.names is None and value.dtype.name.startswith(_NARROW_FLOATS):
+        return value.astype(np.float32)
+    return value
 
 
 def _read_safetensors(p: Path) -> dict[str, np.ndarray]:
     try:
         from safetensors.numpy import load_file
     except ImportError:
-        raise WeightsError("reading .safetensors needs the `safetensors` package: pip install safetensors") from None
+        raise WeightsError(f"{p}: reading .safetensors needs the `safetensors` package: pip install safetensors"
+                           ) from None
+    try:  # safetensors asks numpy for "bfloat16"/"float8_*" by name: ml_dtypes (an onnx dependency) defines them
+        import ml_dtypes  # noqa: F401
+    except ImportError:
+        pass
     try:
         return dict(load_file(str(p)))
-    except (TypeError, ValueError) as e:
-        if "bfloat16" in str(e) or "bf16" in str(e).lower():
-            return _read_safetensors_bf16(p)
-        raise
-
-
-def _read_safetensors_bf16(p: Path) -> dict[str, np.ndarray]:
-    """bfloat16 tensors have no numpy dtype: widen them to float32 through the raw header."""
-    import json
-    import struct
-
-    with open(p, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        base = 8 + n
-        out = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            start, end = info["data_offsets"]
-            f.seek(base + start)
-            raw = f.read(end - start)
-            dtype = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4", "BF16": "<u2",
-                     "U8": "u1", "I8": "i1", "BOOL": "?"}[info["dtype"]]
-            arr = np.frombuffer(raw, dtype=dtype).reshape(info["shape"])
-            if info["dtype"] == "BF16":
-                arr = (arr.astype(np.uint32) << 16).view(np.float32)
-            out[name] = arr
-        return out
+    except (KeyError, TypeError) as e:  # no numpy type for BF16 / F8_* (old safetensors, or no ml_dtypes)
+        if not re.search(r"bf16|bfloat16|f8|float8", str(e), re.I):
+            raise
+        raise WeightsError(f"{p}: this safetensors installation cannot read its bfloat16/float8 tensors "
+                           f"({' '.join(str(e).split())[:80]}): pip install -U safetensors ml_dtypes") from None
 
 
 def _read_npz(p: Path) -> dict[str, np.ndarray]:
-    with np.load(p, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        raise WeightsError(f"{p}: not an .npz archive (a zip file of .npy arrays, as numpy.savez writes)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise WeightsError(f"{p}: refused: it holds pickled Python objects, and loading them could run code "
+                               "from the file; save plain numeric arrays") from None
+        raise
 
 
 def _read_onnx(p: Path) -> dict[str, np.ndarray]:
+    """The initializers of an ONNX model; netdsl's own lowering constants are skipped."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(p), load_external_data=True)
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    if not model.graph.initializer:
+        raise WeightsError(f"{p}: not an ONNX model with weights (it has no initializers)")
+    own = model.producer_name == "netdsl"
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+            if not (own and t.name.startswith(NETDSL_CONSTANT_PREFIX))}
 
 
 def _read_torch(p: Path) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise WeightsError(f"{p}: reading PyTorch checkpoints needs PyTorch (pip install \"netdsl[torch]\"); or "
-                           "convert it where PyTorch is installed: safetensors.torch.save_file(state_dict, "
-                           "'model.safetensors')") from None
+        raise WeightsError(f"{p}: reading PyTorch checkpoints needs PyTorch (pip install torch); or convert it "
+                           "where PyTorch is installed: safetensors.torch.save_file(state_dict, 'model.safetensors')"
+                           ) from None
     import pickle
 
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise WeightsError(f"{p}: refused: the checkpoint holds Python objects beyond tensors, and loading it "
-                           f"would run code from the file ({str(e).splitlines()[0][:160]}). Save only the "
-                           "state_dict, or convert it to safetensors where you trust it") from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if blocked is None:  # a damaged pickle, not a refusal
+            raise WeightsError(f"{p}: not a readable torch file ({' '.join(str(e).split())[:200]})") from None
+        raise WeightsError(f"{p}: refused: the checkpoint pickles `{blocked.group(1)}`, a Python object beyond "
+                           "tensors, and loading it could run code from the file. Save only the state_dict "
+                           "(torch.save(model.state_dict(), path)), or convert it to safetensors where you trust "
+                           "it") from None
+    return {name: _tensor_to_numpy(torch, value) for name, value in _state_dict_of(obj, p, torch).items()}
+
+
+def _state_dict_of(obj: object, p: Path, torch) -> Mapping[str, object]:
+    """The state_dict in a loaded checkpoint: the object itself or one nested under STATE_DICT_KEYS."""
     if not isinstance(obj, Mapping):
-        raise WeightsError(f"{p}: holds a {type(obj).__name__}, not a state_dict of tensors")
-    out = {}
-    for k, v in obj.items():
-        if isinstance(v, torch.Tensor):
-            v = v.detach().cpu()
-            out[str(k)] = (v.float() if v.dtype == torch.bfloat16 else v).numpy()
-    return out
+        raise WeightsError(f"{p}: holds a {type(obj).__name__}, not a state_dict (a mapping of names to tensors)")
+    if not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in STATE_DICT_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                return _state_dict_of(obj[key], p, torch)
+        entries = ", ".join(f"`{k}` ({type(v).__name__})" for k, v in list(obj.items())[:8])
+        raise WeightsError(f"{p}: holds no tensors at its top level (entries: {entries or 'none'}); save the "
+                           "model's state_dict, or nest it under `state_dict`")
+    others = [f"`{k}` ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise WeightsError(f"{p}: entries that are not tensors: {', '.join(others[:8])}"
+                           + (" ..." if len(others) > 8 else "") + "; save only the model's state_dict")
+    return obj
+
+
+def _tensor_to_numpy(torch, value) -> np.ndarray:
+    value = value.detach().cpu()
+    if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
+        value = value.float()  # bfloat16 and float8 have no numpy type
+    return value.numpy()
 
 
 # ----------------------------------------------------------------------------- renaming
 @dataclass(frozen=True)
 class Rename:
-    """One ``--weights-map`` rule: ``strip:PREFIX`` or a regex ``FROM=>TO`` applied to checkpoint keys."""
+    """One ``--weights-map`` rule: ``strip:PREFIX`` or a regex ``FROM=>TO`` applied to checkpoint keys.
+
+    ``FROM=>TO`` is :func:`re.sub` (every match is replaced; ``\\1`` refers to groups).
+    """
 
     pattern: re.Pattern
     replacement: str
@@ -139,21 +182,27 @@ class Rename:
 
     @classmethod
     def parse(cls, rule: str) -> Rename:
+        """Raises UsageError for a malformed rule."""
         if rule.startswith("strip:"):
+            if not rule[6:]:
+                raise UsageError(f"--weights-map {rule!r}: strip: needs a prefix, e.g. strip:module.")
             return cls(re.compile("^" + re.escape(rule[6:])), "", rule)
         src, sep, dst = rule.partition("=>")
         if not sep:
-            raise WeightsError(f"--weights-map {rule!r}: expected strip:PREFIX or REGEX=>REPLACEMENT")
+            raise UsageError(f"--weights-map {rule!r}: expected strip:PREFIX or REGEX=>REPLACEMENT")
         try:
-            return cls(re.compile(src), dst, rule)
+            pattern = re.compile(src)
+            pattern.sub(dst, "")  # a bad group reference in the replacement fails here, not mid-checkpoint
         except re.error as e:
-            raise WeightsError(f"--weights-map {rule!r}: bad regular expression ({e})") from None
+            raise UsageError(f"--weights-map {rule!r}: bad regular expression ({e})") from None
+        return cls(pattern, dst, rule)
 
     def apply(self, key: str) -> str:
         return self.pattern.sub(self.replacement, key)
 
 
 def rename(tensors: Mapping[str, np.ndarray], rules: Sequence[Rename | str]) -> dict[str, np.ndarray]:
+    """Checkpoint keys renamed by ``rules``, each applied in order. Two keys renamed alike are an error."""
     parsed = [r if isinstance(r, Rename) else Rename.parse(r) for r in rules]
     out: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
@@ -170,55 +219,74 @@ def rename(tensors: Mapping[str, np.ndarray], rules: Sequence[Rename | str]) -> 
 # ----------------------------------------------------------------------------- binding
 @dataclass(frozen=True)
 class BindResult:
-    weights: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]  # every weight of the network, float32, in graph order
     missing: tuple[str, ...]  # initialised from the seed because allow_missing was given
     ignored: tuple[str, ...]  # e.g. num_batches_tracked
 
 
 def bind(graph: Graph, tensors: Mapping[str, np.ndarray], *, allow_missing: bool = False, seed: int = 0,
          source: str = "checkpoint") -> BindResult:
-    """Match checkpoint tensors to the network's weights, strictly. Raises WeightsError listing every problem."""
-    problems: list[Diagnostic] = []
+    """Match checkpoint tensors to the network's weights, strictly.
+
+    Requires: ``tensors`` maps names to arrays (anything ``np.asarray`` accepts). Guarantees: the result
+    holds every weight of ``graph`` as a finite, C-contiguous float32 array of its expected shape, or a
+    WeightsError lists every missing, unexpected, mismatched and invalid entry at once.
+    """
     specs = graph.weight_specs()
     expected = {name: (spec, node) for name, spec, node in specs}
     ignored = tuple(k for k in tensors if k.endswith(IGNORED_SUFFIXES) and k not in expected)
+    unexpected = sorted(k for k in tensors if k not in expected and k not in ignored)
+    missing = [name for name in expected if name not in tensors]
+    problems: list[Diagnostic] = []
+    mismatched = invalid = 0
     out: dict[str, np.ndarray] = {}
-    missing, mismatched = [], 0
     for name, (spec, node) in expected.items():
         where = f"{node.op.name} `{node.name}`"
         if name not in tensors:
-            missing.append(name)
             if not allow_missing:
-                problems.append(Diagnostic("error", f"missing `{name}` ({fmt_shape(spec.shape)}) for {where}",
-                                           node.span, node.trace[:1]))
+                problems.append(Diagnostic("error", f"missing `{name}` (shape {fmt_shape(spec.shape) or 'scalar'}) "
+                                           f"for {where}", node.span, node.trace[:1]))
             continue
         value = np.asarray(tensors[name])
         problem = None
         if tuple(value.shape) != spec.shape:
-            problem = f"`{name}` is {fmt_shape(value.shape) or 'a scalar'}, but {where} wants {fmt_shape(spec.shape)}"
-        elif value.dtype.kind not in "fiu":
-            problem = f"`{name}` has dtype {value.dtype}, not a number type"
-        elif value.dtype.kind == "f" and not np.isfinite(value).all():
-            problem = f"`{name}` holds NaN or infinite values"
-        if problem:
             mismatched += 1
+            problem = (f"`{name}` is {fmt_shape(value.shape) or 'a scalar'}, but {where} wants "
+                       f"{fmt_shape(spec.shape) or 'a scalar'}")
+        elif value.dtype.kind not in "fiu":
+            invalid += 1
+            problem = f"`{name}` has dtype {value.dtype}, not a real number type"
+        else:
+            with np.errstate(over="ignore"):
+                value = np.ascontiguousarray(value, dtype=np.float32)
+            if not np.isfinite(value).all():
+                invalid += 1
+                problem = f"`{name}` holds NaN or infinite values (or values beyond float32's range)"
+        if problem:
             problems.append(Diagnostic("error", problem, node.span, node.trace[:1]))
-            continue
-        out[name] = np.ascontiguousarray(value, dtype=np.float32)
-    unexpected = sorted(k for k in tensors if k not in expected and k not in ignored)
-    for k in unexpected:
-        shape = fmt_shape(np.shape(tensors[k])) or "scalar"
-        problems.append(Diagnostic("error", f"unexpected `{k}` ({shape}): the network has no such weight"
-                                   + _closest(k, list(expected)), None))
+        else:
+            out[name] = value
+    if unexpected:
+        suggested = _suggestions({k: np.shape(tensors[k]) for k in unexpected},
+                                 {name: expected[name][0].shape for name in missing})
+        for k in unexpected:
+            shape = fmt_shape(np.shape(tensors[k])) or "scalar"
+            hint = f"; did you mean `{suggested[k]}`?" if k in suggested else ""
+            problems.append(Diagnostic("error", f"unexpected `{k}` (shape {shape}): the network has no such weight"
+                                       + hint, None))
     if problems:
         n_missing = 0 if allow_missing else len(missing)
+        notes = _prefix_hint(unexpected, missing)
+        if n_missing:
+            notes += ("--allow-missing (allow_missing=True in Python) accepts a checkpoint that lacks weights; "
+                      "they keep their initial values",)
         head = Diagnostic("error", f"{source} and network `{graph.name}` disagree: {n_missing} missing, "
-                                   f"{len(unexpected)} unexpected, {mismatched} mismatched"
-                                   + ("" if allow_missing or not missing else " (--allow-missing accepts missing)"))
+                                   f"{len(unexpected)} unexpected, {mismatched} mismatched, {invalid} invalid",
+                          None, notes)
         raise WeightsError(diagnostics=[head, *problems])
     if missing:
         init = initial_weights_for(graph, missing, seed)
-        out.update(init)
+        out = {name: out[name] if name in out else init[name] for name in expected}
     return BindResult(out, tuple(missing), ignored)
 
 
@@ -227,38 +295,105 @@ def initial_weights_for(graph: Graph, names: Sequence[str], seed: int) -> dict[s
     return {k: v for k, v in initial_weights(graph, seed).items() if k in wanted}
 
 
-def _closest(name: str, candidates: list[str]) -> str:
+def _prefix_changes(unexpected: Sequence[str], missing: Sequence[str]) -> Counter:
+    """(prefix the checkpoint adds, prefix it lacks) -> how many keys that one change would fix."""
+    wanted, extra = set(missing), set(unexpected)
+    changes: Counter = Counter()
+    for key in unexpected:
+        for i, ch in enumerate(key):
+            if ch == "." and key[i + 1:] in wanted:
+                changes[(key[:i + 1], "")] += 1
+    for name in missing:
+        for i, ch in enumerate(name):
+            if ch == "." and name[i + 1:] in extra:
+                changes[("", name[:i + 1])] += 1
+    return changes
+
+
+def _suggestions(unexpected: Mapping[str, tuple[int, ...]], missing: Mapping[str, tuple[int, ...]]
+                 ) -> dict[str, str]:
+    """For unexpected keys, the missing name each probably means (both given with their shapes).
+
+    A key that the most common prefix change turns into a missing name maps to it; otherwise a missing
+    name of the same shape that differs in exactly one dotted component (``bn1`` for ``norm1``, a typo)
+    is suggested, the closest such component by :mod:`difflib`'s ratio. Linear in the number of names.
+    """
     import difflib
 
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
-    return f"; did you mean `{close[0]}`? (--weights-map renames keys)" if close else ""
+    out: dict[str, str] = {}
+    changes = _prefix_changes(list(unexpected), list(missing))
+    if changes:
+        (extra, lacking), _ = changes.most_common(1)[0]
+        for key in unexpected:
+            if key.startswith(extra) and lacking + key[len(extra):] in missing:
+                out[key] = lacking + key[len(extra):]
+    index: dict[tuple[str, ...], list[str]] = {}
+    for name in missing:
+        parts = name.split(".")
+        for i in range(len(parts)):
+            index.setdefault((str(i), *parts[:i], "*", *parts[i + 1:]), []).append(name)
+    for key, shape in unexpected.items():
+        if key in out:
+            continue
+        parts = key.split(".")
+        best, best_ratio = None, 0.0
+        for i, part in enumerate(parts):
+            for name in index.get((str(i), *parts[:i], "*", *parts[i + 1:]), ()):
+                if missing[name] != tuple(shape):
+                    continue
+                ratio = difflib.SequenceMatcher(None, part, name.split(".")[i]).ratio()
+                if ratio > best_ratio:
+                    best, best_ratio = name, ratio
+        if best is not None:
+            out[key] = best
+    return out
+
+
+def _prefix_hint(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[str, ...]:
+    """A --weights-map rule when one prefix change explains at least half of the unexpected keys."""
+    changes = _prefix_changes(unexpected, missing)
+    if not changes:
+        return ()
+    (extra, lacking), count = changes.most_common(1)[0]
+    if count * 2 < len(unexpected) or count < 2:
+        return ()
+    rule = f"strip:{extra}" if extra else f"'^=>{lacking}'"
+    what = f"start with `{extra}`" if extra else f"lack the prefix `{lacking}`"
+    return (f"{count} checkpoint keys {what}; try --weights-map {rule}",)
 
 
 def load_weights(graph: Graph, path: str | os.PathLike, *, rules: Sequence[str] = (), allow_missing: bool = False,
                  seed: int = 0) -> BindResult:
     """Read ``path``, rename its keys by ``rules``, and bind it strictly to ``graph``."""
+    parsed = [Rename.parse(r) for r in rules]  # a malformed rule is reported before the file is read
     tensors = read_checkpoint(path)
-    if rules:
-        tensors = rename(tensors, rules)
+    if parsed:
+        tensors = rename(tensors, parsed)
     return bind(graph, tensors, allow_missing=allow_missing, seed=seed, source=str(path))
 
 
 # ----------------------------------------------------------------------------- writing
 def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
-    """Write tensors atomically as .safetensors (default) or .npz, by suffix."""
+    """Write tensors atomically as .safetensors (default) or .npz, by suffix.
+
+    The bytes depend only on the tensors (names, dtypes, shapes, values) and their order.
+    """
     from .files import atomic_open
 
     p = Path(path)
     suffix = p.suffix.lower()
+    if suffix not in WRITABLE:
+        raise UsageError(f"{path}: weights are exported as .safetensors or .npz")
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    if suffix == ".npz":
+    if suffix == ".npz":  # numpy stamps every member with a fixed date: the bytes are reproducible
         with atomic_open(p) as f:
             np.savez(f, **arrays)
         return
-    if suffix != ".safetensors":
-        raise WeightsError(f"{path}: weights are exported as .safetensors or .npz")
-    from safetensors.numpy import save
-
+    try:
+        from safetensors.numpy import save
+    except ImportError:
+        raise WeightsError(f"{path}: writing .safetensors needs the `safetensors` package: pip install "
+                           "safetensors (or export .npz)") from None
     data = save(arrays, metadata={"format": "pt"})  # "pt": torch's safetensors loaders accept it unchanged
     with atomic_open(p) as f:
         f.write(data)

@@ -37,8 +37,9 @@ def resolve_weights(net, args: argparse.Namespace):
     result = load_weights(net.graph, args.weights, rules=tuple(args.weights_map), allow_missing=args.allow_missing,
                           seed=args.seed)
     if result.missing:
+        more = len(result.missing) - 8
         print(f"netdsl: warning: {args.weights} lacks {len(result.missing)} weight(s), initialised from seed "
-              f"{args.seed}: " + ", ".join(result.missing[:8]) + (" ..." if len(result.missing) > 8 else ""),
+              f"{args.seed}: " + ", ".join(result.missing[:8]) + (f" (and {more} more)" if more > 0 else ""),
               file=sys.stderr)
     return result.weights
 
@@ -51,19 +52,28 @@ def dtype_options(args: argparse.Namespace) -> dict:
 
 
 def report_fp16(net, weights, args: argparse.Namespace) -> None:
-    """With --dtype fp16: name every layer whose weights overflow or underflow float16."""
+    """With --dtype fp16: warn, at its source location, about every layer whose weights overflow or underflow
+    float16 (:func:`netdsl.precision.fp16_report`)."""
     if getattr(args, "dtype", "fp32") != "fp16":
         return
-    from .precision import fp16_report
+    from .cli import print_diagnostics
+    from .errors import Diagnostic
+    from .precision import FP16_MAX, fp16_report
 
     values = weights if weights is not None else net.initial_weights(args.seed)
+    owners = {name: node for name, _, node in net.graph.weight_specs()}
+    warnings = []
     for issue in fp16_report(values):
         what = []
         if issue.overflow:
-            what.append(f"{issue.overflow} value(s) overflow (max |x| = {issue.max_abs:.3g} > 65504)")
+            what.append(f"{issue.overflow} value(s) overflow to inf (max |x| = {issue.max_abs:.3g} > {FP16_MAX:g})")
         if issue.underflow:
-            what.append(f"{issue.underflow} value(s) underflow to 0 (|x| < 2^-24)")
-        print(f"netdsl: warning: fp16: `{issue.weight}`: " + "; ".join(what), file=sys.stderr)
+            what.append(f"{issue.underflow} of {issue.nonzero} non-zero value(s) underflow to 0 (|x| < 2^-24)")
+        node = owners.get(issue.weight)
+        layer = f" of {node.op.name} `{node.name}`" if node is not None else ""
+        warnings.append(Diagnostic("warning", f"fp16: `{issue.weight}`{layer}: " + "; ".join(what),
+                                   node.span if node is not None else None, node.trace[:1] if node else ()))
+    print_diagnostics(warnings)
 
 
 # ----------------------------------------------------------------------------- netdsl weights ...

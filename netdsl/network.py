@@ -101,6 +101,10 @@ class Network:
                 set(options) <= {"dtype", "keep_io_fp32", "fold_bn"}:
             # Nothing rewrites the lowered model: stream it to the file, computing weights as they are written.
             check_opset(opset)
+            if weights is not None:  # strict, as in to_onnx: a wrong tensor is an error, not a broken model
+                from .checkpoint import bind
+
+                weights = bind(self.graph, weights, source="the weights given").weights
             return save_model(lower_model(self.graph, opset, weights=weights, seed=seed, version=__version__),
                               path, external_data)
         return save_model(self.to_onnx(opset, seed, weights, **options), path, external_data)

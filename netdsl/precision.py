@@ -1,13 +1,14 @@
 """Precision: turning a compiled fp32 ONNX model into an fp16 one (``netdsl compile --dtype fp16``).
 
-Requires: a model from :func:`netdsl.lower.lower`. Guarantees: every float tensor (weights,
-activations, inputs and outputs) is float16 — except Resize's ``scales`` (fp32 by the ONNX spec), the
-ops listed in ``fp32_ops`` (computed in fp32 between Casts, e.g. Softmax), and, with
-``keep_io_fp32``, the graph inputs and outputs, which stay fp32 with Casts at the boundary.
-TensorRT 11 is strongly typed, so this pass is how netdsl makes an fp16 engine.
+Requires: an ONNX model whose floating-point tensors are float32 (netdsl's own, or one exported by a
+framework). Guarantees: every float32 tensor (initializers, Constant values, Cast targets, activations,
+inputs and outputs) becomes float16 — except inputs that ONNX requires to be float32 (Resize's
+``scales``), the ops listed in ``fp32_ops`` (computed in fp32 between Casts, e.g. Softmax), and, with
+``keep_io_fp32``, the graph inputs and outputs, which stay fp32 with Casts at the boundary (tensor
+names unchanged). TensorRT 11 is strongly typed, so this pass is how netdsl makes an fp16 engine.
 
-:func:`fp16_report` lists the weights whose values overflow (|x| > 65504) or underflow to zero
-(0 < |x| < 2**-24) in fp16.
+:func:`fp16_report` lists the weights whose values overflow (|x| > 65504, they become inf) or, in a
+significant share, underflow to zero (0 < |x| < 2**-24) in fp16.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24  # smallest subnormal: anything smaller in magnitude becomes 0
-FP32_INPUT_SLOTS = {("Resize", 2)}  # (op type, input index) that must stay float32
+FP32_INPUT_SLOTS = {("Resize", 2), ("Upsample", 1)}  # (op type, input index) that must stay float32
+# A few values below 2**-24 in millions of trained or He-initialised weights (the tail of a normal
+# distribution) change nothing; a tensor that loses more than this share of its non-zero values does.
+UNDERFLOW_SHARE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -29,18 +33,26 @@ class RangeIssue:
     weight: str
     overflow: int  # values beyond fp16's range (become inf)
     underflow: int  # non-zero values that become 0
+    nonzero: int  # non-zero values in the tensor
     max_abs: float
 
 
 def fp16_report(weights: Mapping[str, np.ndarray]) -> list[RangeIssue]:
-    """Weights that do not survive the cast to float16, by name."""
+    """Weights that do not survive the cast to float16, by name, in the given order.
+
+    A weight is reported when any value overflows, or when more than ``UNDERFLOW_SHARE`` of its
+    non-zero values underflow to zero.
+    """
     issues = []
     for name, w in weights.items():
         a = np.abs(np.asarray(w, dtype=np.float32))
+        if a.size == 0:
+            continue
         over = int((a > FP16_MAX).sum())
+        nonzero = int(np.count_nonzero(a))
         under = int(((a > 0) & (a < FP16_TINY)).sum())
-        if over or under:
-            issues.append(RangeIssue(name, over, under, float(a.max())))
+        if over or under > UNDERFLOW_SHARE * nonzero:
+            issues.append(RangeIssue(name, over, under, nonzero, float(a.max())))
     return issues
 
 
@@ -53,54 +65,35 @@ def to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = False, fp32_ops: tuple[
               if node.op_type == op and len(node.input) > i}
     for t in g.initializer:
         if t.data_type == TensorProto.FLOAT and t.name not in keep32:
-            arr = numpy_helper.to_array(t)
-            with np.errstate(over="ignore"):
-                t.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), t.name))
-    for vi in list(g.value_info) + list(g.input) + list(g.output):
-        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            t.CopyFrom(_half(t))
+    io32 = {vi.name for vi in (*g.input, *g.output) if vi.type.tensor_type.elem_type == TensorProto.FLOAT}
+    for vi in (*g.value_info, *g.input, *g.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT and vi.name not in keep32:
             vi.type.tensor_type.elem_type = TensorProto.FLOAT16
     new_nodes: list[onnx.NodeProto] = []
     for node in g.node:
-        if node.op_type in fp32_ops:
-            ins = []
-            for k, x in enumerate(node.input):
-                cast = f"{x}/to_fp32_{node.name}_{k}"
-                new_nodes.append(helper.make_node("Cast", [x], [cast], name=f"{node.name}/cast_in{k}",
-                                                  to=TensorProto.FLOAT))
-                ins.append(cast)
-            outs = [f"{y}/fp32" for y in node.output]
-            node.ClearField("input")
-            node.input.extend(ins)
-            original = list(node.output)
-            node.ClearField("output")
-            node.output.extend(outs)
+        _retype_node(node, keep32)
+        if node.op_type not in fp32_ops:
             new_nodes.append(node)
-            for y, y32 in zip(original, outs, strict=True):
-                new_nodes.append(helper.make_node("Cast", [y32], [y], name=f"{node.name}/cast_out",
-                                                  to=TensorProto.FLOAT16))
-        else:
-            new_nodes.append(node)
-    if keep_io_fp32:
-        front, back = [], []
-        renames = {}
-        for vi in g.input:
-            vi.type.tensor_type.elem_type = TensorProto.FLOAT
-            renames[vi.name] = f"{vi.name}/fp16"
-            front.append(helper.make_node("Cast", [vi.name], [renames[vi.name]], name=f"{vi.name}/cast_fp16",
-                                          to=TensorProto.FLOAT16))
-        out_names = {vi.name for vi in g.output}
-        for node in new_nodes:
-            for k, x in enumerate(node.input):
-                if x in renames:
-                    node.input[k] = renames[x]
-            for k, y in enumerate(node.output):
-                if y in out_names:
-                    node.output[k] = f"{y}/fp16"
-        for vi in g.output:
-            vi.type.tensor_type.elem_type = TensorProto.FLOAT
-            back.append(helper.make_node("Cast", [f"{vi.name}/fp16"], [vi.name], name=f"{vi.name}/cast_fp32",
-                                         to=TensorProto.FLOAT))
-        new_nodes = front + new_nodes + back
+            continue
+        ins = []
+        for k, x in enumerate(node.input):
+            cast = f"{x}/to_fp32_{node.name}_{k}"
+            new_nodes.append(helper.make_node("Cast", [x], [cast], name=f"{node.name}/cast_in{k}",
+                                              to=TensorProto.FLOAT))
+            ins.append(cast)
+        outs = [f"{y}/fp32" for y in node.output]
+        node.ClearField("input")
+        node.input.extend(ins)
+        original = list(node.output)
+        node.ClearField("output")
+        node.output.extend(outs)
+        new_nodes.append(node)
+        for y, y32 in zip(original, outs, strict=True):
+            new_nodes.append(helper.make_node("Cast", [y32], [y], name=f"{node.name}/cast_out",
+                                              to=TensorProto.FLOAT16))
+    if keep_io_fp32 and io32:
+        new_nodes = _fp32_boundary(g, new_nodes, io32)
     g.ClearField("node")
     g.node.extend(new_nodes)
     props = {p.key: p.value for p in m.metadata_props}
@@ -108,3 +101,49 @@ def to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = False, fp32_ops: tuple[
     del m.metadata_props[:]
     helper.set_model_props(m, props)
     return m
+
+
+def _half(t: onnx.TensorProto) -> onnx.TensorProto:
+    with np.errstate(over="ignore"):  # fp16_report names the weights that overflow
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name)
+
+
+def _retype_node(node: onnx.NodeProto, keep32: set[str]) -> None:
+    """float32 produced inside the graph (Constant values, Cast and ConstantOfShape targets) made float16."""
+    if node.output and node.output[0] in keep32:
+        return
+    for attr in node.attribute:
+        if node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" and \
+                attr.t.data_type == TensorProto.FLOAT:
+            attr.t.CopyFrom(_half(attr.t))
+        elif node.op_type in ("Cast", "CastLike") and attr.name == "to" and attr.i == TensorProto.FLOAT:
+            attr.i = TensorProto.FLOAT16
+
+
+def _fp32_boundary(g: onnx.GraphProto, nodes: list[onnx.NodeProto], io32: set[str]) -> list[onnx.NodeProto]:
+    """Keep the float inputs and outputs named ``io32`` float32: inside the graph each such tensor is renamed
+    ``<name>/fp16`` (also where an output is consumed by later nodes), with a Cast at the boundary."""
+    inner = {name: f"{name}/fp16" for name in io32}
+    for node in nodes:
+        for k, x in enumerate(node.input):
+            if x in inner:
+                node.input[k] = inner[x]
+        for k, y in enumerate(node.output):
+            if y in inner:
+                node.output[k] = inner[y]
+    for vi in g.value_info:
+        if vi.name in inner:
+            vi.name = inner[vi.name]
+    front, back = [], []
+    for vi in g.input:
+        if vi.name in inner:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+            front.append(helper.make_node("Cast", [vi.name], [inner[vi.name]], name=f"{vi.name}/cast_fp16",
+                                          to=TensorProto.FLOAT16))
+    inputs = {vi.name for vi in g.input}
+    for vi in g.output:
+        if vi.name in inner and vi.name not in inputs:  # an input passed straight through stays as it is
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+            back.append(helper.make_node("Cast", [inner[vi.name]], [vi.name], name=f"{vi.name}/cast_fp32",
+                                         to=TensorProto.FLOAT))
+    return front + nodes + back

@@ -8,16 +8,19 @@ Re-runs every figure of docs/runtime.md, "ONNX Runtime speed vs torch.onnx.expor
 Step 1, in a subprocess of ``--torch-python`` (a Python with torch and torchvision; netdsl is not
 needed there): build ``torchvision.models.<model>()`` (random init, eval mode), save its state_dict
 to ``weights.npz`` and export it with ``torch.onnx.export`` twice, with the default (dynamo) exporter
-and with the TorchScript one (``dynamo=False``): dynamic batch, opset 17, into a temporary directory.
+and with the TorchScript one (``dynamo=False``): dynamic batch, into a temporary directory.
 
 Step 2, in this process (needs onnxruntime and netdsl, not torch): compile ``networks/<model>.net``
 with those same weights, plain and with ``fold_bn=True``; check that all models compute the same
-logits; then, for each ONNX Runtime graph-optimisation level, create one session per model with the
-same options (intra-op threads, one inter-op thread, sequential execution) and time them in
-interleaved rounds (each round runs every model ``--runs`` times, starting with a different model
-each round). Reported: the median latency per model and level, the ratio of medians netdsl / torch
-export (target <= 1.00), the median of the per-round ratios, session creation time, and node counts
-in the file and after ONNX Runtime's optimisation.
+logits; then create one session per model and ONNX Runtime graph-optimisation level, all with the
+same options (intra-op threads, one inter-op thread, sequential execution), and time them all in
+interleaved rounds (each round runs every level and model ``--runs`` times, starting one further
+along each round), so slow drifts in machine load hit every configuration alike. Reported: the
+median latency per model and level, the ratio of medians netdsl / torch export (target <= 1.00),
+the median of the per-round ratios, session creation time, and node counts in the file and after
+ONNX Runtime's optimisation.
+
+Opset 17 is asked of every exporter; torch's dynamo exporter cannot go below 18 and writes 18.
 """
 
 from __future__ import annotations
@@ -130,13 +133,25 @@ def node_counts(path: Path) -> tuple[int, dict[str, int]]:
     return len(model.graph.node), dict(sorted(ops.items(), key=lambda kv: -kv[1]))
 
 
-def bench_level(paths: dict[str, Path], level: str, feeds, args, work: Path) -> dict:
-    labels = list(paths)
+def file_facts(path: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    nodes, ops = node_counts(path)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    data = sum(f.stat().st_size for f in path.parent.glob(path.name + ".data"))
+    return {"nodes": nodes, "ops": ops, "opset": opset, "bytes": path.stat().st_size + data,
+            "external_data": data > 0}
+
+
+def bench(paths: dict[str, Path], levels: list[str], feeds, args, work: Path) -> dict:
+    """Time every (level, model) pair in the same interleaved rounds; returns results[level][model]."""
+    configs = [(level, label) for level in levels for label in paths]
     sessions, created, optimized = {}, {}, {}
-    for label in labels:
+    for level, label in configs:
         saved = work / "optimized.onnx"
-        sessions[label] = session(paths[label], level, args.threads, saved)
-        optimized[label] = node_counts(saved)
+        sessions[level, label] = session(paths[label], level, args.threads, saved)
+        optimized[level, label] = node_counts(saved)
         for f in work.glob("optimized.onnx*"):
             f.unlink()
         seconds = []
@@ -144,35 +159,38 @@ def bench_level(paths: dict[str, Path], level: str, feeds, args, work: Path) -> 
             start = time.perf_counter()
             session(paths[label], level, args.threads)
             seconds.append(time.perf_counter() - start)
-        created[label] = statistics.median(seconds)
-    for label in labels:  # warm-up
+        created[level, label] = statistics.median(seconds)
+    for config in configs:  # warm-up
         for _ in range(args.warmup):
-            sessions[label].run(None, feeds)
-    times = {label: [] for label in labels}
-    round_means = {label: [] for label in labels}
+            sessions[config].run(None, feeds)
+    times = {config: [] for config in configs}
+    round_means = {config: [] for config in configs}
     gc.collect()
     gc.disable()
     try:
         for r in range(args.rounds):
-            order = labels[r % len(labels):] + labels[: r % len(labels)]
-            for label in order:
-                run = sessions[label].run
+            print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
+            shift = r % len(configs)
+            for config in configs[shift:] + configs[:shift]:
+                run = sessions[config].run
                 t = []
                 for _ in range(args.runs):
                     start = time.perf_counter()
                     run(None, feeds)
                     t.append(time.perf_counter() - start)
-                times[label] += t
-                round_means[label].append(statistics.fmean(t))
+                times[config] += t
+                round_means[config].append(statistics.fmean(t))
     finally:
         gc.enable()
-    out = {}
-    for label in labels:
-        ms = [x * 1000 for x in times[label]]
+    out: dict[str, dict] = {level: {} for level in levels}
+    for level, label in configs:
+        ms = [x * 1000 for x in times[level, label]]
         q = statistics.quantiles(ms, n=10)
-        out[label] = {"median_ms": statistics.median(ms), "p10_ms": q[0], "p90_ms": q[-1], "min_ms": min(ms),
-                      "runs": len(ms), "session_seconds": created[label], "nodes_after_ort": optimized[label][0],
-                      "ops_after_ort": optimized[label][1], "round_means_ms": [x * 1000 for x in round_means[label]]}
+        out[level][label] = {
+            "median_ms": statistics.median(ms), "p10_ms": q[0], "p90_ms": q[-1], "min_ms": min(ms), "runs": len(ms),
+            "session_seconds": created[level, label], "nodes_after_ort": optimized[level, label][0],
+            "ops_after_ort": optimized[level, label][1],
+            "round_means_ms": [x * 1000 for x in round_means[level, label]]}
     return out
 
 
@@ -183,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     p.add_argument("--levels", default=",".join(LEVELS), help="ORT optimisation levels to measure")
-    p.add_argument("--rounds", type=int, default=40, help="interleaved rounds per level")
-    p.add_argument("--runs", type=int, default=5, help="consecutive runs of each model per round")
+    p.add_argument("--rounds", type=int, default=30, help="interleaved rounds (each runs every level and model)")
+    p.add_argument("--runs", type=int, default=3, help="consecutive runs of each level and model per round")
     p.add_argument("--session-repeats", type=int, default=3, help="session creations timed per model and level")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--opset", type=int, default=17)
@@ -212,14 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         ref = check["netdsl"]
         agreement = {label: float(np.abs(v - ref).max()) for label, v in check.items()}
         del check
-        files = {label: {"nodes": node_counts(path)[0], "ops": node_counts(path)[1],
-                         "bytes": path.stat().st_size + sum(f.stat().st_size for f in work.glob(path.name + ".data"))}
-                 for label, path in paths.items()}
-        results = {}
+        files = {label: file_facts(path) for label, path in paths.items()}
         load_before = os.getloadavg()
-        for level in levels:
-            print(f"timing opt level {level} ...", file=sys.stderr, flush=True)
-            results[level] = bench_level(paths, level, feeds, args, work)
+        results = bench(paths, levels, feeds, args, work)
 
     torch_labels = [lb for lb in paths if lb.startswith("torch")]
     ratios = {}
@@ -247,12 +260,14 @@ def print_markdown(r: dict) -> None:
     print(f"{r['model']}, batch {r['batch']}, {r['threads']} intra-op threads, {r['cpu']} "
           f"({r['cores_available']} cores), onnxruntime {r['onnxruntime']}, torch {r['export']['torch']}, "
           f"torchvision {r['export']['torchvision']}; {r['rounds']} interleaved rounds x {r['runs_per_round']} runs "
-          f"per model and level; load average {r['load_average_before'][0]:.2f} before, "
+          f"of every model and level; load average {r['load_average_before'][0]:.2f} before, "
           f"{r['load_average_after'][0]:.2f} after\n")
-    print("| model file | nodes | size (MB) | max abs diff of logits vs netdsl |")
-    print("|---|---:|---:|---:|")
+    print("| model file | opset | nodes | size (MB) | weights | max abs diff of logits vs netdsl |")
+    print("|---|---:|---:|---:|---|---:|")
     for label, f in r["files"].items():
-        print(f"| {label} | {f['nodes']} | {f['bytes'] / 1e6:.1f} | {r['max_abs_diff_vs_netdsl'][label]:.2g} |")
+        where = "external .data file" if f["external_data"] else "inline"
+        print(f"| {label} | {f['opset']} | {f['nodes']} | {f['bytes'] / 1e6:.1f} | {where} | "
+              f"{r['max_abs_diff_vs_netdsl'][label]:.2g} |")
     print()
     labels = list(r["files"])
     print("| ORT opt level | " + " | ".join(labels) + " |")

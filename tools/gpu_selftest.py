@@ -170,7 +170,7 @@ def _bench_rows(label: str, data: dict | None) -> list[str]:
     for r in data.get("results", []):
         lat = r.get("latency_ms") or r.get("latency") or {}
         rows.append(f"| {r.get('batch')} | {lat.get('p50', '-')} | {lat.get('p99', '-')} | "
-                    f"{r.get('throughput', r.get('images_per_second', '-'))} | {r.get('device_event_ms', '-')} |")
+                    f"{r.get('throughput_ips', '-')} | {r.get('device_event_ms', '-')} |")
     return rows + [""]
 
 
