@@ -26,7 +26,7 @@ import numpy as np
 from .errors import Diagnostic, UsageError, WeightsError
 from .graph import Graph
 from .ops import fmt_shape
-from .weights import initial_weights
+from .weights import initial_value
 
 IGNORED_SUFFIXES = (".num_batches_tracked",)  # PyTorch's BN step counter: no part of inference
 FORMATS = {".safetensors": "safetensors", ".npz": "npz", ".onnx": "onnx", ".pt": "torch", ".pth": "torch",
@@ -171,45 +171,61 @@ def _tensor_to_numpy(torch, value) -> np.ndarray:
 # ----------------------------------------------------------------------------- renaming
 @dataclass(frozen=True)
 class Rename:
-    """One ``--weights-map`` rule: ``strip:PREFIX`` or a regex ``FROM=>TO`` applied to checkpoint keys.
-
-    ``FROM=>TO`` is :func:`re.sub` (every match is replaced; ``\\1`` refers to groups).
+    """One ``--weights-map`` rule, applied to checkpoint keys: ``strip:PREFIX`` removes a leading prefix,
+    ``FROM=>TO`` is :func:`re.sub` (every match is replaced; ``\\1`` refers to groups), and ``drop:REGEX``
+    leaves out the keys it matches (:func:`re.search`), e.g. a training-only head.
     """
 
     pattern: re.Pattern
-    replacement: str
+    replacement: str | None  # None: drop the keys that match
     text: str
 
     @classmethod
     def parse(cls, rule: str) -> Rename:
         """Raises UsageError for a malformed rule."""
-        if rule.startswith("strip:"):
-            if not rule[6:]:
-                raise UsageError(f"--weights-map {rule!r}: strip: needs a prefix, e.g. strip:module.")
-            return cls(re.compile("^" + re.escape(rule[6:])), "", rule)
+        kind, colon, rest = rule.partition(":")
+        if colon and kind in ("strip", "drop") and "=>" not in rule:
+            if not rest:
+                raise UsageError(f"--weights-map {rule!r}: {kind}: needs a "
+                                 + ("prefix, e.g. strip:module." if kind == "strip" else "regex, e.g. drop:^aux"))
+            src, dst = (re.escape(rest), "") if kind == "strip" else (rest, None)
+            return cls(_compiled(rule, "^" + src if kind == "strip" else src, dst), dst, rule)
         src, sep, dst = rule.partition("=>")
         if not sep:
-            raise UsageError(f"--weights-map {rule!r}: expected strip:PREFIX or REGEX=>REPLACEMENT")
-        try:
-            pattern = re.compile(src)
-            pattern.sub(dst, "")  # a bad group reference in the replacement fails here, not mid-checkpoint
-        except re.error as e:
-            raise UsageError(f"--weights-map {rule!r}: bad regular expression ({e})") from None
-        return cls(pattern, dst, rule)
+            raise UsageError(f"--weights-map {rule!r}: expected strip:PREFIX, drop:REGEX or REGEX=>REPLACEMENT")
+        return cls(_compiled(rule, src, dst), dst, rule)
 
-    def apply(self, key: str) -> str:
+    def apply(self, key: str) -> str | None:
+        """The renamed key, or None when the rule drops it."""
+        if self.replacement is None:
+            return None if self.pattern.search(key) else key
         return self.pattern.sub(self.replacement, key)
 
 
+def _compiled(rule: str, src: str, dst: str | None) -> re.Pattern:
+    try:
+        pattern = re.compile(src)
+        if dst is not None:
+            pattern.sub(dst, "")  # a bad group reference in the replacement fails here, not mid-checkpoint
+    except re.error as e:
+        raise UsageError(f"--weights-map {rule!r}: bad regular expression ({e})") from None
+    return pattern
+
+
 def rename(tensors: Mapping[str, np.ndarray], rules: Sequence[Rename | str]) -> dict[str, np.ndarray]:
-    """Checkpoint keys renamed by ``rules``, each applied in order. Two keys renamed alike are an error."""
+    """Checkpoint keys renamed (or dropped) by ``rules``, each applied in order. Two keys renamed alike are an
+    error."""
     parsed = [r if isinstance(r, Rename) else Rename.parse(r) for r in rules]
     out: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
     for key, value in tensors.items():
-        new = key
+        new: str | None = key
         for r in parsed:
             new = r.apply(new)
+            if new is None:
+                break
+        if new is None:
+            continue
         if new in out:
             raise WeightsError(f"--weights-map maps both `{origin[new]}` and `{key}` to `{new}`")
         out[new], origin[new] = value, key
@@ -251,8 +267,8 @@ def bind(graph: Graph, tensors: Mapping[str, np.ndarray], *, allow_missing: bool
         problem = None
         if tuple(value.shape) != spec.shape:
             mismatched += 1
-            problem = (f"`{name}` is {fmt_shape(value.shape) or 'a scalar'}, but {where} wants "
-                       f"{fmt_shape(spec.shape) or 'a scalar'}")
+            problem = (f"`{name}` has shape {fmt_shape(value.shape) or '() (a scalar)'}, but {where} wants "
+                       f"{fmt_shape(spec.shape)}")
         elif value.dtype.kind not in "fiu":
             invalid += 1
             problem = f"`{name}` has dtype {value.dtype}, not a real number type"
@@ -291,8 +307,9 @@ def bind(graph: Graph, tensors: Mapping[str, np.ndarray], *, allow_missing: bool
 
 
 def initial_weights_for(graph: Graph, names: Sequence[str], seed: int) -> dict[str, np.ndarray]:
-    wanted = set(names)
-    return {k: v for k, v in initial_weights(graph, seed).items() if k in wanted}
+    """The seeded initial values of the weights ``names`` (only those are computed)."""
+    specs = {name: spec for name, spec, _ in graph.weight_specs()}
+    return {name: initial_value(name, specs[name], seed) for name in names}
 
 
 def _prefix_changes(unexpected: Sequence[str], missing: Sequence[str]) -> Counter:

@@ -148,7 +148,7 @@ def base_model(args: argparse.Namespace):
     import onnx
 
     from .cli import parse_args_kv, print_diagnostics
-    from .cli_weights import dtype_options, resolve_weights
+    from .cli_weights import dtype_options, report_fp16, resolve_weights
     from .network import load
     from .preprocess import InputError
 
@@ -164,7 +164,9 @@ def base_model(args: argparse.Namespace):
             raise InputError(f"{args.model}: not a readable ONNX model ({type(e).__name__})") from None
     net = load(args.model, network=args.network, args=parse_args_kv(args.arg))
     print_diagnostics(net.warnings)
-    return net.to_onnx(seed=args.seed, weights=resolve_weights(net, args), **compile_options)
+    weights = resolve_weights(net, args)
+    report_fp16(net, weights, args)
+    return net.to_onnx(seed=args.seed, weights=weights, **compile_options)
 
 
 def variant(model, target: Target):

@@ -53,6 +53,9 @@ def open_session(args: argparse.Namespace, engine: str | None = None, device: st
         net = load(model, network=args.network, args=parse_args_kv(args.arg))
         print_diagnostics(net.warnings)
         weights = resolve_weights(net, args)
+        from .cli_weights import report_fp16
+
+        report_fp16(net, weights, args)
         model = net
     elif args.weights:
         raise UsageError("--weights applies when compiling a .net file, not to a compiled .onnx model")

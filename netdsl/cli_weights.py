@@ -13,7 +13,8 @@ def add_weight_options(p: argparse.ArgumentParser, *, dtype: bool = True) -> Non
     p.add_argument("--weights", metavar="FILE",
                    help="trained weights: .safetensors (recommended), .npz, .onnx, or PyTorch .pt/.pth")
     p.add_argument("--weights-map", action="append", metavar="RULE", default=[],
-                   help="rename checkpoint keys: strip:PREFIX or REGEX=>REPLACEMENT (repeatable, applied in order)")
+                   help="rename checkpoint keys: strip:PREFIX, REGEX=>REPLACEMENT, or drop:REGEX to leave keys out "
+                        "(repeatable, applied in order)")
     p.add_argument("--allow-missing", action="store_true",
                    help="accept a checkpoint that lacks some weights (they keep their seeded initial values)")
     if dtype:

@@ -236,7 +236,7 @@ small.net:4:9: error: missing `stem.bn.running_var` (shape 8) for bn `stem.bn`
     4 |     bn: bn -> relu6
       |         ^^
 note: in block `unit` called from small.net:9:11
-small.net:12:9: error: `fc.weight` is 5x128, but fc `fc` wants 4x128
+small.net:12:9: error: `fc.weight` has shape 5x128, but fc `fc` wants 4x128
    12 |     fc: fc classes
       |         ^^^^^^^^^^
 netdsl: error: unexpected `head.weight` (shape 4x2): the network has no such weight
@@ -464,6 +464,25 @@ def test_regex_renames_apply_in_order(cli, small, tmp_path):
         np.testing.assert_array_equal(got[name], value)
 
 
+def test_drop_leaves_out_the_keys_it_matches(cli, small, tmp_path):
+    """A training-only head (torchvision's inception_v3 AuxLogits, say) is left out only when asked."""
+    weights = trained()
+    extra = {"AuxLogits.fc.weight": np.zeros((4, 8), np.float32), "AuxLogits.fc.bias": np.zeros(4, np.float32)}
+    write_checkpoint(tmp_path / "aux.npz", {**weights, **extra})
+    rc, _, err = cli("compile", "small.net", "--weights", "aux.npz", "-o", "m.onnx")
+    assert_clean_failure(rc, err)
+    assert "0 missing, 2 unexpected, 0 mismatched, 0 invalid" in err
+    rc, _, err = cli("compile", "small.net", "--weights", "aux.npz", "--weights-map", r"drop:^AuxLogits\.",
+                     "-o", "m.onnx")
+    assert rc == 0, err
+    assert set(initializers(tmp_path / "m.onnx")) >= set(NAMES)
+    # rules apply in order: a key renamed first is dropped by its new name
+    from netdsl.checkpoint import rename
+
+    got = rename({"module.a": 1, "module.b": 2, "c": 3}, ["strip:module.", "drop:^a$"])
+    assert got == {"b": 2, "c": 3}
+
+
 def test_rename_collision(cli, small, tmp_path):
     weights = trained()
     write_checkpoint(tmp_path / "both.npz", {**weights, "module.fc.bias": weights["fc.bias"]})
@@ -473,8 +492,10 @@ def test_rename_collision(cli, small, tmp_path):
 
 
 @pytest.mark.parametrize(("rule", "message"), [
-    ("module.", "--weights-map 'module.': expected strip:PREFIX or REGEX=>REPLACEMENT"),
+    ("module.", "--weights-map 'module.': expected strip:PREFIX, drop:REGEX or REGEX=>REPLACEMENT"),
     ("strip:", "--weights-map 'strip:': strip: needs a prefix, e.g. strip:module."),
+    ("drop:", "--weights-map 'drop:': drop: needs a regex, e.g. drop:^aux"),
+    ("drop:(", "--weights-map 'drop:(': bad regular expression (missing ), unterminated subpattern at position 0)"),
     ("(=>x", "--weights-map '(=>x': bad regular expression (missing ), unterminated subpattern at position 0)"),
     ("a=>\\2", "--weights-map 'a=>\\\\2': bad regular expression (invalid group reference 2 at position 1)"),
 ])
@@ -575,6 +596,36 @@ def test_fp32_io_with_an_output_that_later_layers_consume(run_onnx):
     for name in ("feat", "logits"):
         assert out[name].dtype == np.float32
         np.testing.assert_allclose(out[name], ref[name], atol=1e-2 * float(np.abs(ref[name]).max()))
+
+
+def test_fp16_of_a_foreign_model_with_constants_and_casts(run_onnx):
+    """Models exported by frameworks hold float Constant nodes and Casts to float; Resize's scales stay float32."""
+    from onnx import TensorProto, helper
+
+    from netdsl.precision import to_fp16
+
+    nodes = [
+        helper.make_node("Constant", [], ["two"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [2.0])),
+        helper.make_node("Mul", ["x", "two"], ["doubled"]),
+        helper.make_node("Constant", [], ["scales"],
+                         value=helper.make_tensor("s", TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0])),
+        helper.make_node("Resize", ["doubled", "", "scales"], ["big"], mode="nearest"),
+        helper.make_node("Shape", ["big"], ["shape"]),
+        helper.make_node("Cast", ["shape"], ["shape_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["shape_f"], ["total"], keepdims=1),
+        helper.make_node("Add", ["big", "total"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(2).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    want = run_onnx(model, {"x": x})["y"]
+    for keep_io in (False, True):
+        half = to_fp16(model, keep_io_fp32=keep_io)
+        onnx.checker.check_model(half, full_check=True)
+        got = run_onnx(half, {"x": x if keep_io else x.astype(np.float16)})["y"]
+        assert got.dtype == (np.float32 if keep_io else np.float16)
+        np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-3, atol=1e-3)
 
 
 def test_fp32_io_needs_fp16(cli, small):
