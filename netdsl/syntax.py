@@ -245,10 +245,12 @@ def _parser_cache(grammar: str) -> str | bool:
     The cache is a pickle, so it lives only in a directory that no one else can write:
     ``$XDG_CACHE_HOME/netdsl`` or ``~/.cache/netdsl``, created with mode 0700 and checked to be owned
     by this user. Lark stores a hash of the grammar, its options and its version in the file and
-    rebuilds on any mismatch or unreadable file; the name carries the grammar's hash so that
-    checkouts with different grammars do not evict each other.
+    rebuilds on any mismatch or unreadable file; the name carries a hash of the grammar and Lark's
+    version so that checkouts and environments that differ do not evict each other.
     """
     import hashlib
+
+    from lark import __version__ as lark_version
 
     if not hasattr(os, "getuid"):  # not POSIX: no cheap way to check who can write the directory
         return False
@@ -261,7 +263,8 @@ def _parser_cache(grammar: str) -> str | bool:
         return False
     if st.st_uid != os.getuid() or st.st_mode & 0o022:
         return False
-    return os.path.join(directory, f"grammar-{hashlib.sha256(grammar.encode()).hexdigest()[:16]}.lark")
+    key = hashlib.sha256(f"{lark_version}\n{grammar}".encode()).hexdigest()[:16]
+    return os.path.join(directory, f"grammar-{key}.lark")
 
 
 def _span(path: str, meta) -> Span:
