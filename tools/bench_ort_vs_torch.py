@@ -11,7 +11,8 @@ to ``weights.npz`` and export it with ``torch.onnx.export`` twice, with the defa
 and with the TorchScript one (``dynamo=False``): dynamic batch, into a temporary directory.
 
 Step 2, in this process (needs onnxruntime and netdsl, not torch): compile ``networks/<model>.net``
-with those same weights, plain and with ``fold_bn=True``; check that all models compute the same
+with those same weights, plain, with ``fold_bn=True``, and with its weights in an external data file
+(``--external-data always``); check that all models compute the same
 logits; then create one session per model and ONNX Runtime graph-optimisation level, all with the
 same options (intra-op threads, one inter-op thread, sequential execution), and time them all in
 interleaved rounds (each round runs every level and model ``--runs`` times, starting one further
@@ -77,7 +78,6 @@ def export_torch(model_name: str, out_dir: str, opset: int) -> None:
 def build_models(args, work: Path) -> tuple[dict[str, Path], dict]:
     """Export with torch (subprocess), compile with netdsl; returns {label: onnx path} and export info."""
     import numpy as np
-    import onnx
 
     import netdsl
 
@@ -95,10 +95,11 @@ def build_models(args, work: Path) -> tuple[dict[str, Path], dict]:
         sys.exit(f"state_dict keys differ from {args.model}.net's weights: "
                  f"{sorted(expected ^ set(weights))[:10]}")
     paths = {}
-    for label, fold in (("netdsl", False), ("netdsl --fold-bn", True)):
-        path = work / f"{label.replace(' --', '_').replace('-', '_')}.onnx"
-        onnx.save(net.to_onnx(opset=args.opset, weights=weights, fold_bn=fold), path)
-        paths[label] = path
+    for label, file, options in (("netdsl", "netdsl.onnx", {}),
+                                 ("netdsl --fold-bn", "netdsl_fold_bn.onnx", {"fold_bn": True}),
+                                 ("netdsl --external-data always", "netdsl_external.onnx", {"external_data": True})):
+        net.save(work / file, opset=args.opset, weights=weights, **options)
+        paths[label] = work / file
     for name, label in (("torch_dynamo", "torch.onnx.export (dynamo)"),
                         ("torch_script", "torch.onnx.export (TorchScript)")):
         if "error" not in info[name]:
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     torch_labels = [lb for lb in paths if lb.startswith("torch")]
     ratios = {}
     for level, res in results.items():
-        for ours in ("netdsl", "netdsl --fold-bn"):
+        for ours in (lb for lb in paths if lb.startswith("netdsl")):
             for theirs in torch_labels:
                 per_round = [a / b for a, b in zip(res[ours]["round_means_ms"], res[theirs]["round_means_ms"],
                                                    strict=True)]

@@ -35,7 +35,7 @@ import numpy as np
 from .. import __version__
 from ..errors import EngineError, UsageError
 from ..files import atomic_open
-from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec
+from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec, with_extra_outputs
 
 INSTALL_HINT = ("TensorRT is not installed. On a machine with an NVIDIA GPU: pip install tensorrt-cu13 cuda-python "
                 "(its libraries come from NVIDIA's package index), or TensorRT for RTX: pip install "
@@ -306,6 +306,8 @@ class TrtEngine(Engine):
         cudart = import_cudart()
         gpu, cc = gpu_identity(cudart)
         profile = Profile(*options.batch_range) if options.batch_range else Profile(*DEFAULT_PROFILE)
+        if options.extra_outputs:  # compare --per-layer: intermediate tensors become outputs too
+            model = with_extra_outputs(model, options.extra_outputs)
         onnx_bytes = model.read_bytes()
         key = cache_key(onnx_bytes, options.precision, profile, trt.__version__, gpu, cc)
         cache = EngineCache(cache_dir(options.cache_dir))
