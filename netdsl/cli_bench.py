@@ -122,9 +122,7 @@ def time_calls(fn: Callable[[], object], duration: float, min_iterations: int,
     clock = time.perf_counter
     samples: list[float] = []
     append = samples.append
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         start = clock()
         deadline = start + duration
         next_report = start + _REPORT_EVERY
@@ -139,9 +137,6 @@ def time_calls(fn: Callable[[], object], duration: float, min_iterations: int,
                 progress(t1 - start, len(samples))
                 next_report = clock() + _REPORT_EVERY
         wall = clock() - start
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return samples, wall
 
 
@@ -155,9 +150,7 @@ def time_round_trips(runner, feeds: dict[str, np.ndarray], duration: float, min_
     clock = time.perf_counter
     phases: dict[str, list[float]] = {"h2d": [], "compute": [], "d2h": [], "total": []}
     h2d, compute, d2h, total = (phases[k].append for k in ("h2d", "compute", "d2h", "total"))
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         start = clock()
         deadline = start + duration
         next_report = start + _REPORT_EVERY
@@ -182,10 +175,19 @@ def time_round_trips(runner, feeds: dict[str, np.ndarray], duration: float, min_
                 progress(t3 - start, len(phases["total"]))
                 next_report = clock() + _REPORT_EVERY
         wall = clock() - start
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return phases, wall
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """The garbage collector off for a timed loop (as :mod:`timeit` does), restored afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # ============================================================================= bench

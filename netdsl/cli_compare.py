@@ -145,23 +145,18 @@ def _dims(shape) -> str:
 # ----------------------------------------------------------------------------- models
 def base_model(args: argparse.Namespace):
     """The ONNX model every pair starts from: a .net compiled with the common options, or a .onnx file."""
-    import onnx
 
     from .cli import parse_args_kv, print_diagnostics
     from .cli_weights import dtype_options, report_fp16, resolve_weights
     from .network import load
-    from .preprocess import InputError
 
     compile_options = dtype_options(args)
     if args.model.endswith(".onnx"):
         if args.weights or compile_options["dtype"] != "fp32":
             raise UsageError("--weights and --dtype apply when compiling a .net file, not to a compiled .onnx model")
-        try:
-            return onnx.load(args.model)
-        except FileNotFoundError:
-            raise InputError(f"{args.model}: no such file") from None
-        except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
-            raise InputError(f"{args.model}: not a readable ONNX model ({type(e).__name__})") from None
+        from .session import load_onnx
+
+        return load_onnx(args.model)
     net = load(args.model, network=args.network, args=parse_args_kv(args.arg))
     print_diagnostics(net.warnings)
     weights = resolve_weights(net, args)

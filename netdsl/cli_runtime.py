@@ -60,15 +60,10 @@ def open_session(args: argparse.Namespace, engine: str | None = None, device: st
     elif args.weights:
         raise UsageError("--weights applies when compiling a .net file, not to a compiled .onnx model")
     elif compile_options["dtype"] == "fp16":  # an fp32 .onnx (e.g. from torch.onnx.export) made fp16 here
-        import onnx
-
         from .precision import to_fp16
+        from .session import load_onnx
 
-        try:
-            proto = onnx.load(model)
-        except Exception as e:  # noqa: BLE001 - protobuf and OS errors alike
-            raise InputError(f"{model}: not a readable ONNX model ({type(e).__name__})") from None
-        model = to_fp16(proto, keep_io_fp32=True)
+        model = to_fp16(load_onnx(model), keep_io_fp32=True)
     return Session(model, engine=engine or args.engine, device=device or args.device, threads=args.threads,
                    opt_level=args.opt_level, save_optimized=args.save_optimized, seed=args.seed, weights=weights,
                    compile_options=compile_options, **extra)

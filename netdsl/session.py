@@ -72,16 +72,23 @@ def _from_proto(proto, name: str, path: str | None = None, data: bytes | None = 
     return ModelSource(name, data, path, inputs, outputs, meta, locations)
 
 
+def load_onnx(path: str, load_external_data: bool = True):
+    """An ``onnx.ModelProto`` from a file; a missing or unreadable file is an InputError, not a traceback."""
+    import onnx
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return onnx.load(path, load_external_data=load_external_data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
+
+
 def _onnx_file(path: str) -> ModelSource:
     import onnx
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        proto = onnx.load(path, load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
+    proto = load_onnx(path, load_external_data=False)
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
     return _from_proto(proto, proto.graph.name or p.stem, path=path if external else None,
                        data=None if external else p.read_bytes())

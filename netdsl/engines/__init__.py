@@ -96,9 +96,11 @@ class Runner(ABC):
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Execute on host arrays and return host arrays, by output name."""
+        """Execute on host arrays and return host arrays, by output name (by default: bind, run, fetch)."""
+        bound = self.bind(feeds)
+        bound.run()
+        return bound.fetch()
 
     @abstractmethod
     def bind(self, feeds: dict[str, np.ndarray]) -> Bound:

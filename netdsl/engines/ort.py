@@ -132,9 +132,7 @@ class OrtRunner(Runner):
         if self.device == "cpu":
             values = self.session.run(self._output_names, feeds)
             return dict(zip(self._output_names, values, strict=True))
-        bound = self.bind(feeds)
-        bound.run()
-        return bound.fetch()
+        return super().run(feeds)  # GPU: through IO binding
 
     def bind(self, feeds: dict[str, np.ndarray]) -> Bound:
         return OrtBound(self, feeds)

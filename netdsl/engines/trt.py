@@ -370,11 +370,6 @@ class TrtRunner(Runner):
     def bind(self, feeds: dict[str, np.ndarray]) -> Bound:
         return TrtBound(self, feeds)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        bound = self.bind(feeds)
-        bound.run()
-        return bound.fetch()
-
     def describe(self) -> dict:
         return {"engine": "trt", "engine_version": self.trt.__version__, "device": "cuda", "device_name": self.gpu,
                 "compute_capability": self.cc, "profile": [self.profile.min, self.profile.opt, self.profile.max],
