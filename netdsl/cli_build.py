@@ -1,4 +1,8 @@
-"""`netdsl build`: build (or fetch from the cache) a TensorRT engine and write its plan file."""
+"""`netdsl build`: build (or fetch from the cache) a TensorRT engine and write its plan file.
+
+With TensorRT for RTX this needs no GPU: the engine is portable and specialised on first use.
+Datacenter TensorRT builds for the GPU present.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,29 @@ from .errors import UsageError
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .cli_runtime import open_session
-    from .engines.trt import parse_profile
+    import time
+
+    from .cli_runtime import compile_model
+    from .engines import EngineOptions
+    from .engines.trt import build, parse_profile
     from .files import write_bytes
+    from .session import model_source
 
     if args.engine != "trt":
         raise UsageError("netdsl build makes TensorRT engines: --engine trt")
     profile = parse_profile(args.batch, args.opt_batch)
-    session = open_session(args, engine="trt", device="cuda",
-                           batch_range=(profile.min, profile.opt, profile.max), precision=args.dtype,
-                           cache_dir=args.cache_dir, progress=True)
-    info = session.describe()
-    out = args.output or f"{session.name}.plan"
-    write_bytes(out, session.runner.plan)
-    how = "from the cache" if info["cached"] else f"built in {info['build_seconds']:.1f} s"
-    print(f"wrote {out}: {session.name}, {args.dtype}, batch {profile}, TensorRT {info['engine_version']} on "
-          f"{info['device_name']} ({how}; compile {session.compile_seconds:.2f} s)")
+    start = time.perf_counter()
+    model, weights, compile_options = compile_model(args)
+    source = model_source(model, seed=args.seed, weights=weights, compile_options=compile_options)
+    compile_seconds = time.perf_counter() - start
+    options = EngineOptions(precision=compile_options["dtype"], batch_range=(profile.min, profile.opt, profile.max),
+                            cache_dir=args.cache_dir, progress=True)
+    plan = build(source, options)
+    out = args.output or f"{source.name}.plan"
+    write_bytes(out, plan.data)
+    how = "from the cache" if plan.cached else f"built in {plan.build_seconds:.1f} s"
+    print(f"wrote {out}: {source.name}, {options.precision}, batch {profile}, {plan.trt}, target {plan.target} "
+          f"({how}; compile {compile_seconds:.2f} s)")
     return 0
 
 

@@ -341,7 +341,8 @@ def _pair(missing: list[str], fix: list[str], check: dict | None, note: str | No
     return out
 
 
-def engine_pairs(ort: dict, gpu: dict, libs: dict, trt: dict, cuda_python: dict, cuda_major: int | None) -> dict:
+def engine_pairs(ort: dict, gpu: dict, libs: dict, trt: dict, cuda_python: dict, cuda_major: int | None,
+                 trt_rtx: dict | None = None) -> dict:
     """For each engine:device pair: usable (it ran a one-layer model), else what is missing and the fix."""
     from .engines import ENGINES
 
@@ -396,7 +397,8 @@ def engine_pairs(ort: dict, gpu: dict, libs: dict, trt: dict, cuda_python: dict,
     except Exception as e:  # noqa: BLE001 - report a broken engine module, do not crash the report
         engine_cls, engine_error = None, f"importing {module} failed: {type(e).__name__}: {e}"
     missing, fix = [], []
-    if not trt["installed"]:
+    any_trt = trt["installed"] or bool(trt_rtx and trt_rtx.get("installed"))
+    if not any_trt:
         missing.append("the tensorrt package")
         fix.append("pip install tensorrt (tensorrt-cu12 or tensorrt-cu13 to match the CUDA version)")
     if not cuda_python["installed"]:
@@ -416,9 +418,34 @@ def engine_pairs(ort: dict, gpu: dict, libs: dict, trt: dict, cuda_python: dict,
         elif not info.get("installed") and info.get("message"):
             hint = re.sub(r"\s*Run `netdsl doctor`.*$", "", _plain(info["message"]))
             fix = [hint if f.startswith("pip install tensorrt") else f for f in fix]
-        check = probe("trt", "cuda") if gpu["present"] and trt["installed"] else None
+        check = probe("trt", "cuda") if gpu["present"] and any_trt else None
         pairs["trt:cuda"] = _pair(missing, fix, check)
+    # building plans (netdsl build): TensorRT for RTX needs no GPU, datacenter TensorRT builds on the GPU present
+    if engine_cls is None or not any_trt:
+        pairs["trt:build"] = _pair(missing[:1] if any_trt else ["the tensorrt or tensorrt_rtx package"],
+                                   ['pip install "netdsl[trt-rtx]" (TensorRT for RTX builds without a GPU)'], None)
+    else:
+        pairs["trt:build"] = _pair([], [], probe_build())
     return pairs
+
+
+def probe_build() -> dict:
+    """Build the probe model's TensorRT plan in a throw-away cache (``netdsl build``'s path); never raises."""
+    from .engines import EngineOptions
+    from .engines.trt import build
+
+    start = time.perf_counter()
+    with _captured_stderr() as log, tempfile.TemporaryDirectory() as cache:
+        try:
+            plan = build(_probe_source(), EngineOptions(batch_range=(1, 2, 2), cache_dir=cache))
+            result = {"ran": bool(plan.data), "target": str(plan.target), "engine": plan.trt}
+        except Exception as e:  # noqa: BLE001 - a report, not a crash
+            result = {"ran": False, "error": (str(e) or type(e).__name__).strip()}
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    runtime_log = [line.strip() for line in (log[0] if log else "").splitlines() if "[E]" in line]
+    if runtime_log:
+        result["runtime_log"] = runtime_log[:4]
+    return result
 
 
 def _plain(message: str) -> str:
@@ -466,7 +493,8 @@ def doctor_report() -> dict:
                         "install": "pip install torchvision"},
     }
     trt = {**_import("tensorrt"), "install": "pip install tensorrt (tensorrt-cu12 / tensorrt-cu13 to match CUDA)"}
-    trt_rtx = {**_import("tensorrt_rtx"), "install": "pip install tensorrt-rtx (TensorRT for RTX GPUs; optional)"}
+    trt_rtx = {**_import("tensorrt_rtx"),
+               "install": 'pip install "netdsl[trt-rtx]" (TensorRT for RTX: builds without a GPU)'}
     cuda_python = {**_cuda_python(), "install": "pip install cuda-python"}
     gpu = gpu_report()
     libs = _cuda_libraries(cuda_major)
@@ -481,7 +509,7 @@ def doctor_report() -> dict:
         "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH"),
         "tensorrt": {"tensorrt": trt, "tensorrt_rtx": trt_rtx, "cuda-python": cuda_python},
     }
-    report["engines"] = engine_pairs(ort, gpu, libs, trt, cuda_python, cuda_major)
+    report["engines"] = engine_pairs(ort, gpu, libs, trt, cuda_python, cuda_major, trt_rtx)
     report["problems"] = [ort["problem"]] if ort.get("problem") else []
     return report
 
@@ -567,7 +595,10 @@ def _print_doctor(r: dict) -> None:
     for name, pair in r["engines"].items():
         if pair["usable"]:
             check = pair.get("check", {})
-            how = f" ran a one-layer model ({', '.join(check.get('providers') or [])})" if check else ""
+            if "target" in check:
+                how = f" built a one-layer plan with {check['engine']}, target {check['target']}"
+            else:
+                how = f" ran a one-layer model ({', '.join(check.get('providers') or [])})" if check else ""
             line(f"{name:<{width}}  ", ("usable", "green bold"), how)
         else:
             line(f"{name:<{width}}  ", ("not usable", "red bold"))

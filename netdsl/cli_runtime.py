@@ -35,20 +35,15 @@ def add_model_options(p: argparse.ArgumentParser, *, engine: bool = True) -> Non
     add_weight_options(p)
 
 
-def open_session(args: argparse.Namespace, engine: str | None = None, device: str | None = None, **extra):
-    """A Session from the common options (compiles a .net in memory)."""
+def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
+    """(model, weights, compile options) from the common options: a checked Network, or an ONNX model."""
     from .cli import parse_args_kv, print_diagnostics
-    from .network import load
-    from .session import Session
-
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be at least 1")
     from .cli_weights import dtype_options, resolve_weights
+    from .network import load
 
     model, weights, compile_options = args.model, None, dtype_options(args)
     if compile_options["dtype"] == "fp16":
         compile_options["keep_io_fp32"] = True  # images and .npy files arrive as fp32; casts sit in the model
-    extra.setdefault("precision", compile_options["dtype"])
     if not model.endswith(".onnx"):
         net = load(model, network=args.network, args=parse_args_kv(args.arg))
         print_diagnostics(net.warnings)
@@ -64,6 +59,17 @@ def open_session(args: argparse.Namespace, engine: str | None = None, device: st
         from .session import load_onnx
 
         model = to_fp16(load_onnx(model), keep_io_fp32=True)
+    return model, weights, compile_options
+
+
+def open_session(args: argparse.Namespace, engine: str | None = None, device: str | None = None, **extra):
+    """A Session from the common options (compiles a .net in memory)."""
+    from .session import Session
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    model, weights, compile_options = compile_model(args)
+    extra.setdefault("precision", compile_options["dtype"])
     return Session(model, engine=engine or args.engine, device=device or args.device, threads=args.threads,
                    opt_level=args.opt_level, save_optimized=args.save_optimized, seed=args.seed, weights=weights,
                    compile_options=compile_options, **extra)

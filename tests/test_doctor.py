@@ -14,7 +14,7 @@ import netdsl
 from netdsl.cli_doctor import find_library, ort_distributions, probe
 from netdsl.engines import ENGINES
 
-PAIRS = {f"{engine}:{device}" for engine, (_, _, devices, _) in ENGINES.items() for device in devices}
+PAIRS = {f"{engine}:{device}" for engine, (_, _, devices, _) in ENGINES.items() for device in devices} | {"trt:build"}
 CUDA = probe("ort", "cuda")["ran"]
 
 
@@ -76,6 +76,21 @@ def test_every_engine_device_pair_is_judged(report):
             assert pair["missing"] and pair["fix"], name  # what is missing, and how to install it
     cpu = engines["ort:cpu"]
     assert cpu["usable"] and cpu["check"]["ran"] and cpu["check"]["providers"] == ["CPUExecutionProvider"]
+
+
+def test_trt_build_is_judged_by_building_a_plan(report, tmp_path):
+    """TensorRT for RTX builds without a GPU, so `trt:build` is usable wherever it is installed."""
+    build = report["engines"]["trt:build"]
+    if report["tensorrt"]["tensorrt_rtx"]["installed"] and not report["tensorrt"]["tensorrt"]["installed"]:
+        assert build["usable"] and build["check"]["ran"], build
+        assert "portable" in build["check"]["target"] and "TensorRT for RTX" in build["check"]["engine"]
+    for name in ("tensorrt", "tensorrt_rtx"):  # now without either
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    rc, out, err = _doctor("--json", pythonpath=str(tmp_path))
+    assert rc == 0, err
+    hidden = json.loads(out)["engines"]["trt:build"]
+    assert not hidden["usable"] and any('netdsl[trt-rtx]' in f for f in hidden["fix"]), hidden
 
 
 def test_libraries_are_looked_up(report):

@@ -1,7 +1,11 @@
-"""The TensorRT engine's GPU-free parts: profiles, cache keys, the on-disk cache, op support, errors.
+"""The TensorRT engine without a GPU: profiles, cache keys, the on-disk cache, op support, errors, and
+real engine builds.
 
-The GPU paths (building, running, benchmarking) run in tools/gpu_selftest.py on a GPU machine; the
-tests here that need TensorRT and a GPU skip cleanly without them.
+TensorRT for RTX (in the ``test`` extra on Linux x86-64) builds portable engines on the CPU, so the
+build path runs here for real: TensorRT's ONNX parser, the strongly typed builder, optimisation
+profiles, the progress monitor, ``netdsl build``, the engine cache under concurrent builders and
+corruption. Running engines needs an NVIDIA GPU: tools/gpu_selftest.py does that on a GPU machine,
+and the tests here that need one skip cleanly without it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,20 @@ from netdsl.ops import all_onnx_ops
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_TRT = any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
+HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
+NEEDS_RTX = pytest.mark.skipif(not HAS_RTX, reason="needs TensorRT for RTX (optional package tensorrt-rtx-cu13)")
+
+
+def _cuda_gpu() -> bool:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return False
+    err, count = cudart.cudaGetDeviceCount()
+    return int(err) == 0 and count > 0
+
+
+GPU = HAS_TRT and _cuda_gpu()
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -175,20 +193,31 @@ def test_a_network_with_every_op_uses_only_tensorrt_supported_ops(dtype):
 
 
 # ----------------------------------------------------------------------------- error paths without TensorRT
-def _cli(*args, cwd=None):
+def _cli(*args, cwd=None, pythonpath: str | None = None, env: dict | None = None):
     import subprocess
 
-    r = subprocess.run([sys.executable, "-m", "netdsl", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    environ = {**os.environ, "NO_COLOR": "1", "COLUMNS": "160", **(env or {})}
+    paths = [p for p in (pythonpath, str(ROOT), environ.get("PYTHONPATH")) if p]
+    environ["PYTHONPATH"] = os.pathsep.join(paths)
+    r = subprocess.run([sys.executable, "-m", "netdsl", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                       timeout=300, env=environ)
     return r.returncode, r.stdout, r.stderr
 
 
-@pytest.mark.skipif(HAS_TRT, reason="checks the message shown when TensorRT is absent")
+def _hide_tensorrt(tmp_path: Path) -> str:
+    """A folder to put first on PYTHONPATH in which ``import tensorrt`` and ``import tensorrt_rtx`` fail."""
+    for name in ("tensorrt", "tensorrt_rtx"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
+    return str(tmp_path)
+
+
 @pytest.mark.parametrize("command", [["build", "networks/lenet5.net"],
                                      ["run", "networks/lenet5.net", "--engine", "trt", "--device", "cuda"]])
-def test_missing_tensorrt_is_explained(command):
-    rc, out, err = _cli(*command, cwd=ROOT)
+def test_missing_tensorrt_is_explained(command, tmp_path):
+    rc, out, err = _cli(*command, cwd=ROOT, pythonpath=_hide_tensorrt(tmp_path))
     assert rc == 1
-    assert "TensorRT is not installed" in err and "pip install" in err and "netdsl doctor" in err
+    assert "TensorRT is not installed" in err and 'pip install "netdsl[trt-rtx]"' in err and "netdsl doctor" in err
     assert "Traceback" not in err
 
 
@@ -205,7 +234,7 @@ def test_build_rejects_a_bad_profile_before_anything_else():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_TRT, reason="needs TensorRT and an NVIDIA GPU")
+@pytest.mark.skipif(not GPU, reason="needs TensorRT, cuda-python and an NVIDIA GPU")
 def test_trt_matches_onnxruntime_on_lenet(tmp_path):
     import numpy as np
 
@@ -215,3 +244,151 @@ def test_trt_matches_onnxruntime_on_lenet(tmp_path):
     out = net.session(engine="trt", device="cuda", cache_dir=str(tmp_path), batch_range=(1, 4, 8)).run(image=x)
     for k in ref:
         np.testing.assert_allclose(out[k], ref[k], rtol=1e-3, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- real builds (TensorRT for RTX, no GPU)
+@NEEDS_RTX
+@pytest.mark.parametrize("opset", [13, None])
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_tensorrt_parses_and_builds_every_op(dtype, opset, tmp_path):
+    """TensorRT's real ONNX parser and builder take every op netdsl lowers, at the oldest and newest opset."""
+    from trt_helpers import build_plan
+
+    net = netdsl.load(EVERY_OP)
+    model = net.to_onnx(dtype=dtype, keep_io_fp32=True, **({"opset": opset} if opset else {}))
+    assert len(build_plan(model, tmp_path)) > 0
+
+
+@NEEDS_RTX
+def test_the_progress_monitor_sees_the_build_phases(tmp_path):
+    import tensorrt_rtx
+    from trt_helpers import build_plan
+
+    from netdsl.engines.trt import progress_monitor
+
+    monitor = progress_monitor(tensorrt_rtx, show=False)
+    build_plan(netdsl.load(ROOT / "networks" / "lenet5.net").to_onnx(), tmp_path, monitor=monitor)
+    assert monitor.phases and monitor.steps > 0, (monitor.phases, monitor.steps)
+
+
+@NEEDS_RTX
+def test_a_model_the_parser_rejects_gets_a_clear_error(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("FrobnicateX", ["x"], ["y"], domain="com.example")], "odd",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = tmp_path / "odd.onnx"
+    path.write_bytes(model.SerializeToString())
+    rc, out, err = _cli("build", path, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "odd.plan", cwd=ROOT)
+    assert rc == 1, err
+    assert "TensorRT's ONNX parser rejected the model" in err and "FrobnicateX" in err
+    assert "Traceback" not in err and not (tmp_path / "odd.plan").exists()
+
+
+def _built(out: str) -> bool:
+    assert "wrote " in out, out
+    return "built in" in out
+
+
+@NEEDS_RTX
+def test_netdsl_build_without_a_gpu_then_from_the_cache(tmp_path):
+    cache, plan = tmp_path / "cache", tmp_path / "r18.plan"
+    args = ("build", "networks/resnet18.net", "--precision", "fp16", "--batch", "1..64", "--opt-batch", "32",
+            "--cache-dir", cache, "-o", plan)
+    rc, out, err = _cli(*args, cwd=ROOT)
+    assert rc == 0, err
+    assert _built(out) and "TensorRT for RTX" in out and "batch 1..64 (opt 32)" in out and "portable" in out
+    first = plan.read_bytes()
+    entries = sorted(p.suffix for p in (cache / "trt").iterdir())
+    assert entries == [".json", ".lock", ".plan"], entries
+    rc, out, err = _cli(*args, cwd=ROOT)
+    assert rc == 0, err
+    assert not _built(out) and "from the cache" in out
+    assert plan.read_bytes() == first
+    # another profile or precision is another engine
+    rc, out, err = _cli("build", "networks/resnet18.net", "--batch", "1..8", "--cache-dir", cache, "-o", plan,
+                        cwd=ROOT)
+    assert rc == 0 and _built(out) and "fp32" in out, err
+    assert len(list((cache / "trt").glob("*.plan"))) == 2
+
+
+@NEEDS_RTX
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_corrupt_cached_engine_is_rebuilt(tmp_path, damage):
+    cache, plan = tmp_path / "cache", tmp_path / "lenet.plan"
+    args = ("build", "networks/lenet5.net", "--cache-dir", cache, "-o", plan)
+    rc, out, err = _cli(*args, cwd=ROOT)
+    assert rc == 0 and _built(out), err
+    good = plan.read_bytes()
+    (cached,) = (cache / "trt").glob("*.plan")
+    data = bytearray(cached.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[len(data) // 3:]
+    cached.write_bytes(bytes(data))
+    rc, out, err = _cli(*args, cwd=ROOT)
+    assert rc == 0 and _built(out), (out, err)
+    assert cached.read_bytes() == plan.read_bytes()
+    assert len(plan.read_bytes()) == len(good)
+
+
+@NEEDS_RTX
+def test_concurrent_netdsl_builds_build_once(tmp_path):
+    """Three processes ask for the same engine at once: one builds, the others wait and read its plan."""
+    import subprocess
+
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                                       os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, "-m", "netdsl", "build", "networks/resnet18.net", "--cache-dir",
+                               str(tmp_path / "cache"), "-o", str(tmp_path / f"{i}.plan")], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    results = [(p.wait(300), *p.communicate()) for p in procs]
+    assert [rc for rc, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
+    assert sum(_built(out) for _, out, _ in results) == 1, [out for _, out, _ in results]
+    plans = {(tmp_path / f"{i}.plan").read_bytes() for i in range(3)}
+    assert len(plans) == 1
+    assert [p.name for p in (tmp_path / "cache" / "trt").iterdir() if p.name.endswith(".tmp")] == []
+
+
+@NEEDS_RTX
+@pytest.mark.skipif(GPU, reason="checks the message shown on a machine without an NVIDIA GPU")
+def test_running_without_a_gpu_is_explained():
+    pytest.importorskip("cuda.bindings", reason="needs cuda-python (optional package cuda-bindings)")
+    rc, out, err = _cli("run", "networks/lenet5.net", "--engine", "trt", "--device", "cuda", cwd=ROOT)
+    assert rc == 1, err
+    assert "no usable NVIDIA GPU" in err and "netdsl build" in err and "Traceback" not in err
+
+
+@NEEDS_RTX
+def test_every_tensorrt_and_cuda_call_the_engine_makes_exists():
+    """The runtime half cannot run without a GPU; at least every API it calls must exist in the installed packages.
+
+    Collects ``trt.X``, ``cudart.X`` and the methods called on engines and execution contexts in
+    netdsl/engines/trt.py, and looks each up on tensorrt_rtx / cuda.bindings.runtime.
+    """
+    import ast
+
+    import tensorrt_rtx
+
+    cudart = pytest.importorskip("cuda.bindings.runtime", reason="needs cuda-python (optional package cuda-bindings)")
+    tree = ast.parse((ROOT / "netdsl" / "engines" / "trt.py").read_text())
+    receivers = {"trt": tensorrt_rtx, "cudart": cudart, "engine": tensorrt_rtx.ICudaEngine,
+                 "context": tensorrt_rtx.IExecutionContext, "config": tensorrt_rtx.IBuilderConfig,
+                 "builder": tensorrt_rtx.Builder, "network": tensorrt_rtx.INetworkDefinition,
+                 "parser": tensorrt_rtx.OnnxParser, "prof": tensorrt_rtx.IOptimizationProfile,
+                 "runtime": tensorrt_rtx.Runtime}
+    checked, absent = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            base = node.value
+            name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
+            if name in receivers:
+                checked.add(f"{name}.{node.attr}")
+                if not hasattr(receivers[name], node.attr):
+                    absent.append(f"{name}.{node.attr}")
+    assert {"cudart.cudaMemcpyAsync", "context.execute_async_v3", "engine.get_tensor_shape",
+            "trt.OnnxParser"} <= checked, sorted(checked)
+    assert absent == [], absent

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +37,10 @@ from ..errors import EngineError, UsageError
 from ..files import atomic_open
 from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec, with_extra_outputs
 
-INSTALL_HINT = ("TensorRT is not installed. On a machine with an NVIDIA GPU: pip install tensorrt-cu13 cuda-python "
-                "(its libraries come from NVIDIA's package index), or TensorRT for RTX: pip install "
-                "tensorrt-rtx-cu13-libs tensorrt-rtx-cu13-bindings cuda-python. docs/tensorrt.md has the details; "
-                "run `netdsl doctor` to see what is found")
+INSTALL_HINT = ("TensorRT is not installed. To build portable engines (no GPU needed) and run them on RTX-class "
+                "GPUs: pip install \"netdsl[trt-rtx]\" (TensorRT for RTX). For datacenter GPUs such as the H100: "
+                "pip install tensorrt-cu13 cuda-python (its libraries come from NVIDIA's package index). "
+                "docs/tensorrt.md has the details; run `netdsl doctor` to see what is found")
 DEFAULT_WORKSPACE = 4 << 30
 DEFAULT_PROFILE = (1, 1, 32)
 
@@ -196,6 +196,15 @@ def import_tensorrt():
     raise EngineError(INSTALL_HINT)
 
 
+def is_rtx(trt) -> bool:
+    """TensorRT for RTX: builds portable engines ahead of time on the CPU, specialises them at run time."""
+    return trt.__name__.split(".")[0] == "tensorrt_rtx"
+
+
+def describe_trt(trt) -> str:
+    return f"{'TensorRT for RTX' if is_rtx(trt) else 'TensorRT'} {trt.__version__}"
+
+
 def import_cudart():
     try:
         from cuda.bindings import runtime as cudart
@@ -209,23 +218,58 @@ def _check(result, what: str):
     """Unpack a cuda-python call's (err, *values) and raise on error."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise EngineError(f"CUDA error in {what}: {err}")
+        raise EngineError(f"CUDA error in {what}: {_error_name(err)}")
     return values[0] if len(values) == 1 else values
 
 
+def _error_name(err) -> str:
+    return getattr(err, "name", None) or str(err)
+
+
 def gpu_identity(cudart) -> tuple[str, str]:
-    count = _check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-    if count < 1:
-        raise EngineError("no NVIDIA GPU is visible (cudaGetDeviceCount = 0)")
+    """(GPU name, compute capability) of device 0; EngineError naming the reason when no GPU is usable."""
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count < 1:
+        why = f"cudaGetDeviceCount returned {_error_name(err)}" if int(err) != 0 else "no device found"
+        raise EngineError(f"no usable NVIDIA GPU ({why}): running a TensorRT engine needs an NVIDIA GPU and its "
+                          "driver. `netdsl build` still works here with TensorRT for RTX, which builds portable "
+                          "engines on the CPU (pip install \"netdsl[trt-rtx]\")")
     prop = _check(cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
     name = prop.name.decode(errors="replace").rstrip("\0") if isinstance(prop.name, bytes) else str(prop.name)
     return name, f"{prop.major}.{prop.minor}"
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an engine is built for: the GPU at hand (TensorRT) or, with TensorRT for RTX, a portable engine."""
+
+    gpu: str
+    cc: str
+    portable: bool = False
+
+    def __str__(self) -> str:
+        return "portable (any GPU that TensorRT for RTX supports)" if self.portable else f"{self.gpu} (sm {self.cc})"
+
+
+PORTABLE = Target("portable", "tensorrt-rtx-default", portable=True)
+
+
+def build_target(trt, cudart=None) -> Target:
+    """TensorRT for RTX builds portable engines without a GPU; datacenter TensorRT builds for the GPU present."""
+    if is_rtx(trt):
+        return PORTABLE
+    return Target(*gpu_identity(cudart or import_cudart()))
+
+
 # ----------------------------------------------------------------------------- building
 def build_engine(trt, onnx_bytes: bytes, profile: Profile, cache: EngineCache, workspace: int = DEFAULT_WORKSPACE,
-                 progress: bool = False) -> tuple[bytes, float]:
-    """Build a serialized engine; returns (plan bytes, build seconds). Reuses and updates the timing cache."""
+                 progress: bool = False, monitor=None) -> tuple[bytes, float]:
+    """Build a serialized engine; returns (plan bytes, build seconds).
+
+    Datacenter TensorRT reuses and updates the persistent timing cache. TensorRT for RTX does not use
+    one: there it has no effect on the engine and would make the CPU-only build query for a GPU.
+    ``monitor``: an IProgressMonitor to use instead of the progress bar (tests observe the phases).
+    """
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -245,9 +289,11 @@ def build_engine(trt, onnx_bytes: bytes, profile: Profile, cache: EngineCache, w
         dims = list(t.shape)[1:]
         prof.set_shape(t.name, [profile.min, *dims], [profile.opt, *dims], [profile.max, *dims])
     config.add_optimization_profile(prof)
-    timing = config.create_timing_cache(cache.read_timing_cache())
-    config.set_timing_cache(timing, ignore_mismatch=False)
-    monitor = _progress_monitor(trt) if progress else None
+    timing = not is_rtx(trt)
+    if timing:
+        config.set_timing_cache(config.create_timing_cache(cache.read_timing_cache()), ignore_mismatch=False)
+    if monitor is None and progress:
+        monitor = progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
     start = time.perf_counter()
@@ -259,27 +305,39 @@ def build_engine(trt, onnx_bytes: bytes, profile: Profile, cache: EngineCache, w
     seconds = time.perf_counter() - start
     if plan is None:
         raise EngineError("TensorRT failed to build the engine (see the messages above)")
-    cache.write_timing_cache(bytes(config.get_timing_cache().serialize()))
+    if timing:
+        cache.write_timing_cache(bytes(config.get_timing_cache().serialize()))
     return bytes(plan), seconds
 
 
-def _progress_monitor(trt):
-    """A rich progress bar fed by TensorRT's IProgressMonitor (phases nest; one task per phase)."""
+def progress_monitor(trt, show: bool = True):
+    """TensorRT's IProgressMonitor feeding a rich progress bar (phases nest; one bar per phase).
+
+    It also records the phases it saw (``phases``) and the steps completed (``steps``). ``show=False``
+    records without drawing.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     class Monitor(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), transient=True)
-            self.bar.start()
+            self.phases: list[str] = []
+            self.steps = 0
             self.tasks = {}
+            self.bar = None
+            if show:
+                self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), transient=True)
+                self.bar.start()
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            depth = 1 if parent_phase else 0
-            self.tasks[phase_name] = self.bar.add_task("  " * depth + phase_name, total=max(num_steps, 1))
+            self.phases.append(phase_name)
+            if self.bar is not None:
+                depth = 1 if parent_phase else 0
+                self.tasks[phase_name] = self.bar.add_task("  " * depth + phase_name, total=max(num_steps, 1))
 
         def step_complete(self, phase_name, step):
+            self.steps += 1
             if phase_name in self.tasks:
                 self.bar.update(self.tasks[phase_name], completed=step + 1)
             return True  # keep building
@@ -290,9 +348,73 @@ def _progress_monitor(trt):
                 self.bar.remove_task(task)
 
         def close(self):
-            self.bar.stop()
+            if self.bar is not None:
+                self.bar.stop()
 
     return Monitor()
+
+
+# ----------------------------------------------------------------------------- cached plans
+@dataclass(frozen=True)
+class Plan:
+    """A serialized engine and where it came from (``build_seconds`` is None for a cache hit)."""
+
+    data: bytes
+    key: str
+    target: Target
+    profile: Profile
+    trt: str  # "TensorRT 11.4.0" / "TensorRT for RTX 1.7.1"
+    build_seconds: float | None
+
+    @property
+    def cached(self) -> bool:
+        return self.build_seconds is None
+
+
+def cached_plan(trt, model: ModelSource, options: EngineOptions, target: Target,
+                deserialize: Callable[[bytes], object] | None = None) -> tuple[Plan, object]:
+    """The engine for ``model`` from the cache, or built and cached; with ``deserialize``, also the engine.
+
+    Everything happens under the key's lock, so a second process wanting the same engine waits and then
+    reads the first one's plan. A cached plan that ``deserialize`` rejects (None: stale despite its key,
+    e.g. after a driver change) is discarded and rebuilt.
+    """
+    profile = Profile(*options.batch_range) if options.batch_range else Profile(*DEFAULT_PROFILE)
+    if options.extra_outputs:  # compare --per-layer: intermediate tensors become outputs too
+        model = with_extra_outputs(model, options.extra_outputs)
+    onnx_bytes = model.read_bytes()
+    version = describe_trt(trt)
+    key = cache_key(onnx_bytes, options.precision, profile, version, target.gpu, target.cc)
+    cache = EngineCache(cache_dir(options.cache_dir))
+    info = {"model": model.name, "precision": options.precision, "trt": version, "gpu": target.gpu,
+            "cc": target.cc, "profile": [profile.min, profile.opt, profile.max]}
+    engine = None
+    built_seconds = None
+    with cache.lock(key):
+        data = cache.load(key)
+        if data is not None and deserialize is not None:
+            engine = deserialize(data)
+            if engine is None:
+                cache.discard(key)
+                data = None
+        if data is None:
+            data, built_seconds = build_engine(trt, onnx_bytes, profile, cache, progress=options.progress)
+            cache.store(key, data, info)
+            if deserialize is not None:
+                engine = deserialize(data)
+                if engine is None:
+                    raise EngineError("TensorRT could not deserialize the engine it just built")
+    return Plan(data, key, target, profile, version, built_seconds), engine
+
+
+def build(model: ModelSource, options: EngineOptions) -> Plan:
+    """Build (or fetch from the cache) the engine for ``model``: what ``netdsl build`` writes.
+
+    With TensorRT for RTX this needs no GPU (a portable engine); datacenter TensorRT builds for the GPU present.
+    """
+    trt = import_tensorrt()
+    plan, _ = cached_plan(trt, model, options, build_target(trt))
+    return plan
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -304,31 +426,11 @@ class TrtEngine(Engine):
             raise UsageError("the TensorRT engine runs on --device cuda")
         trt = import_tensorrt()
         cudart = import_cudart()
-        gpu, cc = gpu_identity(cudart)
-        profile = Profile(*options.batch_range) if options.batch_range else Profile(*DEFAULT_PROFILE)
-        if options.extra_outputs:  # compare --per-layer: intermediate tensors become outputs too
-            model = with_extra_outputs(model, options.extra_outputs)
-        onnx_bytes = model.read_bytes()
-        key = cache_key(onnx_bytes, options.precision, profile, trt.__version__, gpu, cc)
-        cache = EngineCache(cache_dir(options.cache_dir))
-        info = {"model": model.name, "precision": options.precision, "trt": trt.__version__, "gpu": gpu, "cc": cc,
-                "profile": [profile.min, profile.opt, profile.max]}
+        gpu, cc = gpu_identity(cudart)  # fail before building when there is nothing to run on
+        target = PORTABLE if is_rtx(trt) else Target(gpu, cc)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        built_seconds = None
-        engine = None
-        with cache.lock(key):
-            plan = cache.load(key)
-            if plan is not None:
-                engine = runtime.deserialize_cuda_engine(plan)
-                if engine is None:  # stale or incompatible despite the key (e.g. a driver change)
-                    cache.discard(key)
-            if engine is None:
-                plan, built_seconds = build_engine(trt, onnx_bytes, profile, cache, progress=options.progress)
-                cache.store(key, plan, info)
-                engine = runtime.deserialize_cuda_engine(plan)
-                if engine is None:
-                    raise EngineError("TensorRT could not deserialize the engine it just built")
-        return TrtRunner(trt, cudart, engine, profile, gpu, cc, key, cache, built_seconds, plan)
+        plan, engine = cached_plan(trt, model, options, target, deserialize=runtime.deserialize_cuda_engine)
+        return TrtRunner(trt, cudart, engine, plan, gpu, cc)
 
     @classmethod
     def doctor(cls) -> dict:
@@ -336,15 +438,14 @@ class TrtEngine(Engine):
             trt = import_tensorrt()
         except EngineError as e:
             return {"installed": False, "message": str(e)}
-        return {"installed": True, "module": trt.__name__, "version": trt.__version__}
+        return {"installed": True, "module": trt.__name__, "version": trt.__version__,
+                "builds_without_gpu": is_rtx(trt)}
 
 
 class TrtRunner(Runner):
-    def __init__(self, trt, cudart, engine, profile: Profile, gpu: str, cc: str, key: str, cache: EngineCache,
-                 built_seconds: float | None, plan: bytes):
-        self.trt, self.cudart, self.engine, self.profile = trt, cudart, engine, profile
-        self.gpu, self.cc, self.key, self.cache = gpu, cc, key, cache
-        self.built_seconds, self.plan = built_seconds, plan
+    def __init__(self, trt, cudart, engine, plan: Plan, gpu: str, cc: str):
+        self.trt, self.cudart, self.engine, self.plan = trt, cudart, engine, plan
+        self.profile, self.gpu, self.cc = plan.profile, gpu, cc
         self.context = engine.create_execution_context()
         self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -356,7 +457,7 @@ class TrtRunner(Runner):
                              for n in names if not is_input[n])
         self._buffers = {}
         for n in names:  # device buffers sized for the profile's largest batch, reused by every run
-            size = int(np.prod((profile.max, *self._shapes[n]))) * self._dtypes[n].itemsize
+            size = int(np.prod((self.profile.max, *self._shapes[n]))) * self._dtypes[n].itemsize
             ptr = _check(cudart.cudaMalloc(max(size, 1)), "cudaMalloc")
             self._buffers[n] = ptr
             self.context.set_tensor_address(n, ptr)
@@ -371,9 +472,11 @@ class TrtRunner(Runner):
         return TrtBound(self, feeds)
 
     def describe(self) -> dict:
-        return {"engine": "trt", "engine_version": self.trt.__version__, "device": "cuda", "device_name": self.gpu,
+        return {"engine": "trt", "engine_version": self.trt.__version__, "engine_module": self.trt.__name__,
+                "device": "cuda", "device_name": self.gpu,
                 "compute_capability": self.cc, "profile": [self.profile.min, self.profile.opt, self.profile.max],
-                "cache_key": self.key, "build_seconds": self.built_seconds, "cached": self.built_seconds is None}
+                "built_for": str(self.plan.target), "cache_key": self.plan.key,
+                "build_seconds": self.plan.build_seconds, "cached": self.plan.cached}
 
 
 class TrtBound(Bound):
