@@ -228,6 +228,13 @@ def test_trt_engine_only_runs_on_cuda():
     assert "Traceback" not in err
 
 
+def test_build_checks_the_output_folder_before_building(tmp_path):
+    rc, out, err = _cli("build", "networks/lenet5.net", "--cache-dir", tmp_path, "-o", tmp_path / "no" / "x.plan",
+                        cwd=ROOT)
+    assert rc == 1 and "directory" in err and "does not exist" in err and "Traceback" not in err, err
+    assert not (tmp_path / "trt").exists()  # nothing was built
+
+
 def test_build_rejects_a_bad_profile_before_anything_else():
     rc, out, err = _cli("build", "networks/lenet5.net", "--batch", "8..2", cwd=ROOT)
     assert rc == 2 and "need 1 <= MIN <= MAX" in err and "Traceback" not in err

@@ -430,7 +430,7 @@ class TrtEngine(Engine):
         target = PORTABLE if is_rtx(trt) else Target(gpu, cc)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         plan, engine = cached_plan(trt, model, options, target, deserialize=runtime.deserialize_cuda_engine)
-        return TrtRunner(trt, cudart, engine, plan, gpu, cc)
+        return TrtRunner(trt, cudart, runtime, engine, plan, gpu, cc)
 
     @classmethod
     def doctor(cls) -> dict:
@@ -443,8 +443,9 @@ class TrtEngine(Engine):
 
 
 class TrtRunner(Runner):
-    def __init__(self, trt, cudart, engine, plan: Plan, gpu: str, cc: str):
+    def __init__(self, trt, cudart, runtime, engine, plan: Plan, gpu: str, cc: str):
         self.trt, self.cudart, self.engine, self.plan = trt, cudart, engine, plan
+        self.runtime = runtime  # kept: the runtime must outlive the engines it deserialised
         self.profile, self.gpu, self.cc = plan.profile, gpu, cc
         self.context = engine.create_execution_context()
         self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
