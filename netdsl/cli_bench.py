@@ -260,8 +260,8 @@ def bench_batch(session, batch: int, *, warmup: float, duration: float, min_iter
     """Warm up and time one batch size; returns its JSON record (latencies in ms, throughput in images/s).
 
     ``bound``: time IO-bound runs plus round trips with copies (the GPU method); None chooses it for
-    every device but the CPU. ``cuda_graph``: replay the bound run as a CUDA graph (engines whose
-    Bound has ``capture_graph``).
+    every device but the CPU. ``cuda_graph``: replay the bound run as a CUDA graph (``Bound.capture_graph``;
+    engines that cannot say so).
     """
     runner = session.runner
     feeds = _feeds(session, batch, seed)
@@ -302,12 +302,10 @@ def _time_bound(bound, batch: int, warmup: float, duration: float, min_iteration
                 progress: Callable[[str, float], Progress | None], cuda_graph: bool) -> dict:
     """Warm up and time ``bound.run()`` + ``synchronize()``; the device buffers are freed on return.
 
-    Optional Bound capabilities, used when present: ``capture_graph()`` (for ``cuda_graph``) and
-    ``device_time_ms(n)`` (GPU time of n back-to-back runs from CUDA events, reported beside the host clock).
+    ``cuda_graph`` uses ``Bound.capture_graph()``; ``Bound.device_time_ms(n)`` (GPU time of n back-to-back
+    runs from CUDA events, None for engines without such a clock) is reported beside the host clock.
     """
     if cuda_graph:
-        if not hasattr(bound, "capture_graph"):
-            raise UsageError("--cuda-graph: this engine cannot replay runs as CUDA graphs (use --engine trt)")
         bound.capture_graph()
     run, synchronize = bound.run, bound.synchronize
 
@@ -320,8 +318,9 @@ def _time_bound(bound, batch: int, warmup: float, duration: float, min_iteration
     stats = LatencyStats.of(samples)
     out = {"iterations": stats.iterations, "warmup_iterations": warm_calls, "first_run_ms": first * 1000,
            "timed_seconds": wall, "latency_ms": stats.to_json(), "throughput_ips": stats.throughput(batch)}
-    if hasattr(bound, "device_time_ms"):
-        out["device_event_ms"] = float(bound.device_time_ms(min(max(stats.iterations, 10), 1000)))
+    device_ms = bound.device_time_ms(min(max(stats.iterations, 10), 1000))
+    if device_ms is not None:
+        out["device_event_ms"] = float(device_ms)
     return out
 
 

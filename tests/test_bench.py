@@ -211,6 +211,15 @@ def test_bound_timing_splits_round_trips_into_copies_and_compute():
     assert w["latency_ms"]["mean"] == pytest.approx(parts, rel=1e-6)
     assert w["throughput_ips"] == pytest.approx(2 / (w["latency_ms"]["mean"] / 1000), rel=1e-9)
     assert r["latency_ms"]["min"] <= w["latency_ms"]["p50"]
+    assert "device_event_ms" not in r  # ONNX Runtime has no device clock to report
+
+
+def test_cuda_graphs_on_an_engine_without_them_is_a_usage_error():
+    from netdsl.errors import UsageError
+
+    session = netdsl.Session(netdsl.load(TINY.strip()), threads=1)
+    with pytest.raises(UsageError, match="cannot replay runs as CUDA graphs"):
+        bench_batch(session, 2, warmup=0.01, duration=0.05, min_iterations=2, seed=0, bound=True, cuda_graph=True)
 
 
 def test_the_table_of_a_gpu_report_shows_copies_apart(capsys):

@@ -89,6 +89,14 @@ class Bound(ABC):
     def synchronize(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Wait for queued device work (no-op on the CPU)."""
 
+    def capture_graph(self) -> None:
+        """Record one run as a CUDA graph that later ``run`` calls replay (``bench --cuda-graph``)."""
+        raise UsageError("--cuda-graph: this engine cannot replay runs as CUDA graphs (use --engine trt)")
+
+    def device_time_ms(self, iterations: int) -> float | None:
+        """Mean device time of ``iterations`` back-to-back runs from device events; None without such a clock."""
+        return None
+
 
 class Runner(ABC):
     """A model prepared for one device."""
