@@ -4,18 +4,21 @@ Build: Builder -> strongly typed network -> OnnxParser -> builder config (worksp
 optimisation profile min/opt/max over the dynamic batch, a persistent timing cache, a progress
 monitor) -> ``build_serialized_network``. Precision is decided by the ONNX model itself (TensorRT 11
 is strongly typed): ``--precision fp16`` compiles the network with ``--dtype fp16`` (fp32 inputs and
-outputs) before building.
+outputs) before building. Datacenter ``tensorrt`` builds for the GPU present; ``tensorrt_rtx``
+(TensorRT for RTX) builds a portable engine on the CPU, without a GPU and without a timing cache.
 
 Run: ``execute_async_v3`` on device buffers from cuda-python (``cuda.bindings.runtime``), with
 ``set_tensor_address``; timing with CUDA events; optionally replayed as a CUDA graph.
 
 Cache: engines live in ``$NETDSL_CACHE_DIR/trt`` (default ``~/.cache/netdsl/trt``), keyed by a hash
-of the ONNX bytes, precision, profile, TensorRT version and GPU (name and compute capability). Each
+of the ONNX bytes, precision, profile, TensorRT version and target (GPU name and compute capability,
+or "portable"). Each
 entry is ``<key>.plan`` plus ``<key>.json`` holding the plan's sha256, so a truncated or corrupt plan
 is detected and rebuilt; files are replaced atomically, and a per-key lock file makes a second
 process that wants the same engine wait for the first instead of building it twice or reading a
 half-written file. Everything in this module that does not need a GPU (keys, profiles, cache
-validation, locking, error messages) is unit-tested on machines without one.
+validation, locking, error messages, and real builds with TensorRT for RTX) is tested on machines
+without one.
 """
 
 from __future__ import annotations
@@ -231,9 +234,10 @@ def gpu_identity(cudart) -> tuple[str, str]:
     err, count = cudart.cudaGetDeviceCount()
     if int(err) != 0 or count < 1:
         why = f"cudaGetDeviceCount returned {_error_name(err)}" if int(err) != 0 else "no device found"
-        raise EngineError(f"no usable NVIDIA GPU ({why}): running a TensorRT engine needs an NVIDIA GPU and its "
-                          "driver. `netdsl build` still works here with TensorRT for RTX, which builds portable "
-                          "engines on the CPU (pip install \"netdsl[trt-rtx]\")")
+        raise EngineError(f"no usable NVIDIA GPU ({why}): running a TensorRT engine, or building one with "
+                          "datacenter TensorRT, needs an NVIDIA GPU and its driver. `netdsl build` works without "
+                          "one with TensorRT for RTX, which builds portable engines on the CPU "
+                          "(pip install \"netdsl[trt-rtx]\")")
     prop = _check(cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
     name = prop.name.decode(errors="replace").rstrip("\0") if isinstance(prop.name, bytes) else str(prop.name)
     return name, f"{prop.major}.{prop.minor}"
