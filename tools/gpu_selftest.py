@@ -17,6 +17,9 @@ Steps (each one runs even when an earlier one failed; failures are reported, not
 Prints a markdown report and, with ``--out DIR``, writes it and the raw JSON there. Exit 0 when every step
 passed, 1 otherwise. It needs a GPU machine with onnxruntime (CPU is enough for the reference),
 TensorRT (``tensorrt`` or ``tensorrt_rtx``) and cuda-python; docs/tensorrt.md says how to bring them.
+TensorRT for RTX targets compute capabilities 7.5-8.9 and 12.x (no SM90), so on an H100 or H200 the
+engine steps need datacenter ``tensorrt``; with only ``tensorrt_rtx`` there they fail, and the report
+shows how.
 """
 
 from __future__ import annotations
