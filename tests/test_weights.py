@@ -628,6 +628,34 @@ def test_fp16_of_a_foreign_model_with_constants_and_casts(run_onnx):
         np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-3, atol=1e-3)
 
 
+def test_fp16_weights_are_the_same_whether_stored_as_raw_bytes_or_float_data():
+    """to_fp16 converts raw_data initializers in place of bytes and the rest through numpy: same values either
+    way, the input model untouched, every other field copied."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from netdsl.precision import to_fp16
+
+    w = np.array([[1.0, -2.5e-8, 7e4], [3.14159, -0.0, 1e-3]], dtype=np.float32)
+    raw = numpy_helper.from_array(w, "raw")
+    listed = helper.make_tensor("listed", TensorProto.FLOAT, w.shape, w.ravel().tolist())
+    assert raw.HasField("raw_data") and not listed.HasField("raw_data")
+    nodes = [helper.make_node("Add", ["raw", "listed"], ["s"]), helper.make_node("Add", ["x", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [raw, listed],
+                              doc_string="kept")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], doc_string="kept too")
+    before = model.SerializeToString()
+    half = to_fp16(model)
+    assert model.SerializeToString() == before
+    got = {t.name: numpy_helper.to_array(t) for t in half.graph.initializer}
+    assert list(got) == ["raw", "listed"]
+    with np.errstate(over="ignore"):
+        for name in got:
+            assert got[name].dtype == np.float16 and np.array_equal(got[name], w.astype(np.float16), equal_nan=True)
+    assert half.doc_string == "kept too" and half.graph.doc_string == "kept" and half.graph.name == "g"
+    assert [n.op_type for n in half.graph.node] == ["Add", "Add"]
+
+
 def test_fp32_io_needs_fp16(cli, small):
     rc, _, err = cli("compile", "small.net", "--fp32-io")
     assert_clean_failure(rc, err, code=2)
