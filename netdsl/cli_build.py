@@ -7,7 +7,6 @@ Datacenter TensorRT builds for the GPU present.
 from __future__ import annotations
 
 import argparse
-import os
 
 from .errors import UsageError
 
@@ -18,14 +17,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .cli_runtime import compile_model
     from .engines import EngineOptions
     from .engines.trt import build, parse_profile
-    from .files import OutputError, write_bytes
+    from .files import output_directory, write_bytes
     from .session import model_source
 
     if args.engine != "trt":
         raise UsageError("netdsl build makes TensorRT engines: --engine trt")
     profile = parse_profile(args.batch, args.opt_batch)
-    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise OutputError(f"{args.output}: directory {os.path.dirname(args.output)} does not exist")
+    if args.output:
+        output_directory(args.output)  # before compiling and building, not after
     start = time.perf_counter()
     model, weights, compile_options = compile_model(args)
     source = model_source(model, seed=args.seed, weights=weights, compile_options=compile_options)

@@ -231,27 +231,47 @@ def probe(engine: str, device: str) -> dict:
     """Prepare and run the probe model on ``engine:device`` through the engine seam; never raises."""
     from .engines import EngineOptions, get_engine
 
-    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)
+    def run() -> dict:
+        x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)
+        runner = get_engine(engine).prepare(_probe_source(), device, EngineOptions(threads=1))
+        ok = bool(np.array_equal(runner.run({"x": x})["y"], np.maximum(x, 0)))
+        result = {"ran": ok, "providers": runner.describe().get("providers")}
+        if not ok:
+            result["error"] = "the probe model ran but returned wrong values"
+        return result
+
+    return _probed(run)
+
+
+def probe_build() -> dict:
+    """Build the probe model's TensorRT plan in a throw-away cache (``netdsl build``'s path); never raises."""
+    from .engines import EngineOptions
+    from .engines.trt import build
+
+    def run() -> dict:
+        with tempfile.TemporaryDirectory() as cache:
+            plan = build(_probe_source(), EngineOptions(batch_range=(1, 2, 2), cache_dir=cache))
+        return {"ran": bool(plan.data), "target": str(plan.target), "engine": plan.trt}
+
+    return _probed(run)
+
+
+def _probed(run: Callable[[], dict]) -> dict:
+    """``run()``'s record (``ran`` and details) with its time, any exception as ``error``, and the error lines
+    the runtime printed to stderr meanwhile (``runtime_log``); never raises."""
     start = time.perf_counter()
     with _captured_stderr() as log:
         try:
-            runner = get_engine(engine).prepare(_probe_source(), device, EngineOptions(threads=1))
-            y = runner.run({"x": x})["y"]
-            ok = bool(np.array_equal(y, np.maximum(x, 0)))
-            error = None if ok else "the probe model ran but returned wrong values"
-            providers = runner.describe().get("providers")
+            result = run()
         except Exception as e:  # noqa: BLE001 - a report, not a crash: record whatever went wrong
-            ok, error, providers = False, (str(e) or type(e).__name__).strip(), None
-    result = {"ran": ok, "seconds": round(time.perf_counter() - start, 3)}
-    if providers:
-        result["providers"] = providers
-    if error:
-        result["error"] = error
+            result = {"ran": False, "error": (str(e) or type(e).__name__).strip()}
+    out = {"ran": bool(result.get("ran")), "seconds": round(time.perf_counter() - start, 3)}
+    out.update((k, v) for k, v in result.items() if k != "ran" and v)
     runtime_log = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in (log[0] if log else "").splitlines()]
     runtime_log = [line for line in runtime_log if line and re.search(r"error|fail|cannot|unable", line, re.I)]
     if runtime_log:
-        result["runtime_log"] = runtime_log[:4]
-    return result
+        out["runtime_log"] = runtime_log[:4]
+    return out
 
 
 # ============================================================================= doctor: engine/device pairs
@@ -427,25 +447,6 @@ def engine_pairs(ort: dict, gpu: dict, libs: dict, trt: dict, cuda_python: dict,
     else:
         pairs["trt:build"] = _pair([], [], probe_build())
     return pairs
-
-
-def probe_build() -> dict:
-    """Build the probe model's TensorRT plan in a throw-away cache (``netdsl build``'s path); never raises."""
-    from .engines import EngineOptions
-    from .engines.trt import build
-
-    start = time.perf_counter()
-    with _captured_stderr() as log, tempfile.TemporaryDirectory() as cache:
-        try:
-            plan = build(_probe_source(), EngineOptions(batch_range=(1, 2, 2), cache_dir=cache))
-            result = {"ran": bool(plan.data), "target": str(plan.target), "engine": plan.trt}
-        except Exception as e:  # noqa: BLE001 - a report, not a crash
-            result = {"ran": False, "error": (str(e) or type(e).__name__).strip()}
-    result["seconds"] = round(time.perf_counter() - start, 3)
-    runtime_log = [line.strip() for line in (log[0] if log else "").splitlines() if "[E]" in line]
-    if runtime_log:
-        result["runtime_log"] = runtime_log[:4]
-    return result
 
 
 def _plain(message: str) -> str:

@@ -30,11 +30,20 @@ class OutputError(NetdslError):
     """An output file could not be written."""
 
 
+def output_directory(path: str | os.PathLike) -> Path:
+    """The folder ``path`` is to be written in; OutputError when it does not exist (check before long work)."""
+    parent = Path(path).parent
+    directory = parent if str(parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(f"{path}: directory {directory} does not exist")
+    return directory
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Open a temporary sibling of ``path``; on success it atomically replaces ``path``."""
     target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    directory = output_directory(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except FileNotFoundError:

@@ -3,7 +3,9 @@
 * ``compile_net(source, ...)``: .net source text -> (checked Network, ONNX ModelProto).
 * ``run_onnx(model, feeds=None)``: run a model with ONNX Runtime (CPU); random inputs unless given.
 * ``run_net(source, ...)``: both at once, returns (network, model, {output name: array}).
-* ``run_cli(*args, cwd=None)``: ``python -m netdsl ...`` in a subprocess -> (rc, stdout, stderr).
+* ``run_cli(*args, cwd=None)``: ``python -m netdsl ...`` in a subprocess -> (rc, stdout, stderr); the same
+  as the plain function ``run_netdsl``, which also takes ``pythonpath`` (a folder to put first).
+* ``hide_modules(folder, *names)``: a folder for ``pythonpath`` in which importing those modules fails.
 * ``write_net(name, text)``: a file in the test's temporary directory.
 """
 
@@ -115,15 +117,29 @@ def _cli_env() -> dict[str, str]:
     return env
 
 
+def run_netdsl(*args: str | os.PathLike, cwd: str | os.PathLike | None = None, timeout: float = 120,
+               stdin: bytes | None = None, pythonpath: str | os.PathLike | None = None) -> tuple[int, str, str]:
+    """``python -m netdsl ARGS`` as a user runs it -> (exit code, stdout, stderr)."""
+    env = _cli_env()
+    if pythonpath:
+        env["PYTHONPATH"] = str(pythonpath) + os.pathsep + env["PYTHONPATH"]
+    proc = subprocess.run([sys.executable, "-m", "netdsl", *map(str, args)], cwd=cwd, env=env,
+                          input=stdin, capture_output=True, timeout=timeout)
+    return (proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+
+
 @pytest.fixture
 def run_cli() -> Callable[..., tuple[int, str, str]]:
-    def run(*args: str | os.PathLike, cwd: str | os.PathLike | None = None, timeout: float = 120,
-            stdin: bytes | None = None) -> tuple[int, str, str]:
-        proc = subprocess.run([sys.executable, "-m", "netdsl", *map(str, args)], cwd=cwd, env=_cli_env(),
-                              input=stdin, capture_output=True, timeout=timeout)
-        return (proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+    return run_netdsl
 
-    return run
+
+def hide_modules(folder: Path, *names: str) -> Path:
+    """``folder`` holding packages ``names`` whose import fails, to put first on PYTHONPATH (a missing optional
+    package, simulated where it is installed)."""
+    for name in names:
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
+    return folder
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ to install it, and catches two ONNX Runtime distributions installed over each ot
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import hide_modules, run_netdsl
 
 import netdsl
 from netdsl.cli_doctor import find_library, ort_distributions, probe
@@ -19,14 +19,7 @@ CUDA = probe("ort", "cuda")["ran"]
 
 
 def _doctor(*args: str, pythonpath: str | None = None) -> tuple[int, str, str]:
-    from conftest import _cli_env
-
-    env = _cli_env()
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath + ":" + env["PYTHONPATH"]
-    proc = subprocess.run([sys.executable, "-m", "netdsl", "doctor", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
+    return run_netdsl("doctor", *args, pythonpath=pythonpath, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +77,7 @@ def test_trt_build_is_judged_by_building_a_plan(report, tmp_path):
     if report["tensorrt"]["tensorrt_rtx"]["installed"] and not report["tensorrt"]["tensorrt"]["installed"]:
         assert build["usable"] and build["check"]["ran"], build
         assert "portable" in build["check"]["target"] and "TensorRT for RTX" in build["check"]["engine"]
-    for name in ("tensorrt", "tensorrt_rtx"):  # now without either
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
-    rc, out, err = _doctor("--json", pythonpath=str(tmp_path))
+    rc, out, err = _doctor("--json", pythonpath=hide_modules(tmp_path, "tensorrt", "tensorrt_rtx"))  # without either
     assert rc == 0, err
     hidden = json.loads(out)["engines"]["trt:build"]
     assert not hidden["usable"] and any('netdsl[trt-rtx]' in f for f in hidden["fix"]), hidden

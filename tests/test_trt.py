@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import _cli_env, hide_modules, run_netdsl
 
 import netdsl
 from netdsl.engines.trt import (
@@ -193,50 +194,34 @@ def test_a_network_with_every_op_uses_only_tensorrt_supported_ops(dtype):
 
 
 # ----------------------------------------------------------------------------- error paths without TensorRT
-def _cli(*args, cwd=None, pythonpath: str | None = None, env: dict | None = None):
-    import subprocess
-
-    environ = {**os.environ, "NO_COLOR": "1", "COLUMNS": "160", **(env or {})}
-    paths = [p for p in (pythonpath, str(ROOT), environ.get("PYTHONPATH")) if p]
-    environ["PYTHONPATH"] = os.pathsep.join(paths)
-    r = subprocess.run([sys.executable, "-m", "netdsl", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                       timeout=300, env=environ)
-    return r.returncode, r.stdout, r.stderr
-
-
-def _hide_tensorrt(tmp_path: Path) -> str:
-    """A folder to put first on PYTHONPATH in which ``import tensorrt`` and ``import tensorrt_rtx`` fail."""
-    for name in ("tensorrt", "tensorrt_rtx"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
-    return str(tmp_path)
+def _cli(*args, cwd=ROOT, pythonpath=None):
+    return run_netdsl(*args, cwd=cwd, pythonpath=pythonpath, timeout=300)
 
 
 @pytest.mark.parametrize("command", [["build", "networks/lenet5.net"],
                                      ["run", "networks/lenet5.net", "--engine", "trt", "--device", "cuda"]])
 def test_missing_tensorrt_is_explained(command, tmp_path):
-    rc, out, err = _cli(*command, cwd=ROOT, pythonpath=_hide_tensorrt(tmp_path))
+    rc, out, err = _cli(*command, pythonpath=hide_modules(tmp_path, "tensorrt", "tensorrt_rtx"))
     assert rc == 1
     assert "TensorRT is not installed" in err and 'pip install "netdsl[trt-rtx]"' in err and "netdsl doctor" in err
     assert "Traceback" not in err
 
 
 def test_trt_engine_only_runs_on_cuda():
-    rc, out, err = _cli("run", "networks/lenet5.net", "--engine", "trt", "--device", "cpu", cwd=ROOT)
+    rc, out, err = _cli("run", "networks/lenet5.net", "--engine", "trt", "--device", "cpu")
     assert rc == 2
     assert "engine `trt` runs on: cuda" in err
     assert "Traceback" not in err
 
 
 def test_build_checks_the_output_folder_before_building(tmp_path):
-    rc, out, err = _cli("build", "networks/lenet5.net", "--cache-dir", tmp_path, "-o", tmp_path / "no" / "x.plan",
-                        cwd=ROOT)
+    rc, out, err = _cli("build", "networks/lenet5.net", "--cache-dir", tmp_path, "-o", tmp_path / "no" / "x.plan")
     assert rc == 1 and "directory" in err and "does not exist" in err and "Traceback" not in err, err
     assert not (tmp_path / "trt").exists()  # nothing was built
 
 
 def test_build_rejects_a_bad_profile_before_anything_else():
-    rc, out, err = _cli("build", "networks/lenet5.net", "--batch", "8..2", cwd=ROOT)
+    rc, out, err = _cli("build", "networks/lenet5.net", "--batch", "8..2")
     assert rc == 2 and "need 1 <= MIN <= MAX" in err and "Traceback" not in err
 
 
@@ -288,7 +273,7 @@ def test_a_model_the_parser_rejects_gets_a_clear_error(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     path = tmp_path / "odd.onnx"
     path.write_bytes(model.SerializeToString())
-    rc, out, err = _cli("build", path, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "odd.plan", cwd=ROOT)
+    rc, out, err = _cli("build", path, "--cache-dir", tmp_path / "cache", "-o", tmp_path / "odd.plan")
     assert rc == 1, err
     assert "TensorRT's ONNX parser rejected the model" in err and "FrobnicateX" in err
     assert "Traceback" not in err and not (tmp_path / "odd.plan").exists()
@@ -304,19 +289,18 @@ def test_netdsl_build_without_a_gpu_then_from_the_cache(tmp_path):
     cache, plan = tmp_path / "cache", tmp_path / "r18.plan"
     args = ("build", "networks/resnet18.net", "--precision", "fp16", "--batch", "1..64", "--opt-batch", "32",
             "--cache-dir", cache, "-o", plan)
-    rc, out, err = _cli(*args, cwd=ROOT)
+    rc, out, err = _cli(*args)
     assert rc == 0, err
     assert _built(out) and "TensorRT for RTX" in out and "batch 1..64 (opt 32)" in out and "portable" in out
     first = plan.read_bytes()
     entries = sorted(p.suffix for p in (cache / "trt").iterdir())
     assert entries == [".json", ".lock", ".plan"], entries
-    rc, out, err = _cli(*args, cwd=ROOT)
+    rc, out, err = _cli(*args)
     assert rc == 0, err
     assert not _built(out) and "from the cache" in out
     assert plan.read_bytes() == first
     # another profile or precision is another engine
-    rc, out, err = _cli("build", "networks/resnet18.net", "--batch", "1..8", "--cache-dir", cache, "-o", plan,
-                        cwd=ROOT)
+    rc, out, err = _cli("build", "networks/resnet18.net", "--batch", "1..8", "--cache-dir", cache, "-o", plan)
     assert rc == 0 and _built(out) and "fp32" in out, err
     assert len(list((cache / "trt").glob("*.plan"))) == 2
 
@@ -326,7 +310,7 @@ def test_netdsl_build_without_a_gpu_then_from_the_cache(tmp_path):
 def test_a_corrupt_cached_engine_is_rebuilt(tmp_path, damage):
     cache, plan = tmp_path / "cache", tmp_path / "lenet.plan"
     args = ("build", "networks/lenet5.net", "--cache-dir", cache, "-o", plan)
-    rc, out, err = _cli(*args, cwd=ROOT)
+    rc, out, err = _cli(*args)
     assert rc == 0 and _built(out), err
     good = plan.read_bytes()
     (cached,) = (cache / "trt").glob("*.plan")
@@ -336,7 +320,7 @@ def test_a_corrupt_cached_engine_is_rebuilt(tmp_path, damage):
     else:
         del data[len(data) // 3:]
     cached.write_bytes(bytes(data))
-    rc, out, err = _cli(*args, cwd=ROOT)
+    rc, out, err = _cli(*args)
     assert rc == 0 and _built(out), (out, err)
     assert cached.read_bytes() == plan.read_bytes()
     assert len(plan.read_bytes()) == len(good)
@@ -347,8 +331,7 @@ def test_concurrent_netdsl_builds_build_once(tmp_path):
     """Three processes ask for the same engine at once: one builds, the others wait and read its plan."""
     import subprocess
 
-    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                                                       os.environ.get("PYTHONPATH")]))}
+    env = _cli_env()
     procs = [subprocess.Popen([sys.executable, "-m", "netdsl", "build", "networks/resnet18.net", "--cache-dir",
                                str(tmp_path / "cache"), "-o", str(tmp_path / f"{i}.plan")], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
@@ -364,7 +347,7 @@ def test_concurrent_netdsl_builds_build_once(tmp_path):
 @pytest.mark.skipif(GPU, reason="checks the message shown on a machine without an NVIDIA GPU")
 def test_running_without_a_gpu_is_explained():
     pytest.importorskip("cuda.bindings", reason="needs cuda-python (optional package cuda-bindings)")
-    rc, out, err = _cli("run", "networks/lenet5.net", "--engine", "trt", "--device", "cuda", cwd=ROOT)
+    rc, out, err = _cli("run", "networks/lenet5.net", "--engine", "trt", "--device", "cuda")
     assert rc == 1, err
     assert "no usable NVIDIA GPU" in err and "netdsl build" in err and "Traceback" not in err
 

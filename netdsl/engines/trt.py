@@ -258,11 +258,12 @@ class Target:
 PORTABLE = Target("portable", "tensorrt-rtx-default", portable=True)
 
 
-def build_target(trt, cudart=None) -> Target:
-    """TensorRT for RTX builds portable engines without a GPU; datacenter TensorRT builds for the GPU present."""
+def build_target(trt, gpu: tuple[str, str] | None = None) -> Target:
+    """TensorRT for RTX builds portable engines without a GPU; datacenter TensorRT builds for the GPU present
+    (``gpu``: its name and compute capability, when the caller already has them)."""
     if is_rtx(trt):
         return PORTABLE
-    return Target(*gpu_identity(cudart or import_cudart()))
+    return Target(*(gpu or gpu_identity(import_cudart())))
 
 
 # ----------------------------------------------------------------------------- building
@@ -431,7 +432,7 @@ class TrtEngine(Engine):
         trt = import_tensorrt()
         cudart = import_cudart()
         gpu, cc = gpu_identity(cudart)  # fail before building when there is nothing to run on
-        target = PORTABLE if is_rtx(trt) else Target(gpu, cc)
+        target = build_target(trt, (gpu, cc))
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         plan, engine = cached_plan(trt, model, options, target, deserialize=runtime.deserialize_cuda_engine)
         return TrtRunner(trt, cudart, runtime, engine, plan, gpu, cc)
