@@ -63,14 +63,10 @@ class Network:
             # strict, like --weights: a missing, extra or misshapen tensor is an error, not a broken model
             weights = bind(self.graph, weights, source="the weights given").weights
             model = lower(self.graph, weights, opset, version=__version__)
-        if fold_bn:
-            from .optimize import fold_batchnorm
+        if fold_bn or dtype == "fp16":
+            from .optimize import optimize
 
-            model = fold_batchnorm(model).model
-        if dtype == "fp16":
-            from .precision import to_fp16
-
-            model = to_fp16(model, keep_io_fp32=keep_io_fp32)
+            model = optimize(model, fold_bn=fold_bn, fp16=dtype == "fp16", keep_io_fp32=keep_io_fp32)
         return model
 
     def load_weights(self, path: str | os.PathLike, rules: tuple[str, ...] = (), allow_missing: bool = False,

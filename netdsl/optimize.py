@@ -19,13 +19,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .passes import Pass, PassResult, run_passes
+from .precision import ToFp16
 
-@dataclass(frozen=True)
-class PassResult:
-    """The rewritten model and how many rewrites the pass made."""
-
-    model: onnx.ModelProto
-    changed: int
+__all__ = ["FoldBatchNorm", "PassResult", "fold_batchnorm", "optimize", "standard_passes"]
 
 
 def fold_batchnorm(model: onnx.ModelProto) -> PassResult:
@@ -137,11 +134,30 @@ def fold_batchnorm(model: onnx.ModelProto) -> PassResult:
     return PassResult(out, len(folded))
 
 
-def optimize(model: onnx.ModelProto, *, fold_bn: bool = False) -> onnx.ModelProto:
-    """Run the passes asked for, in pipeline order; with none asked for, return ``model`` itself."""
+@dataclass(frozen=True)
+class FoldBatchNorm:
+    """The :func:`fold_batchnorm` pass (requires and ensures what that function says)."""
+
+    name = "fold-bn"
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        return fold_batchnorm(model)
+
+
+def standard_passes(*, fold_bn: bool = False, fp16: bool = False, keep_io_fp32: bool = False) -> tuple[Pass, ...]:
+    """The passes asked for, in pipeline order: fold-bn (in fp32), then fp16."""
+    passes: list[Pass] = []
     if fold_bn:
-        model = fold_batchnorm(model).model
-    return model
+        passes.append(FoldBatchNorm())
+    if fp16:
+        passes.append(ToFp16(keep_io_fp32=keep_io_fp32))
+    return tuple(passes)
+
+
+def optimize(model: onnx.ModelProto, *, fold_bn: bool = False, fp16: bool = False,
+             keep_io_fp32: bool = False) -> onnx.ModelProto:
+    """Run the passes asked for, in pipeline order (:func:`standard_passes`); with none, return ``model`` itself."""
+    return run_passes(model, standard_passes(fold_bn=fold_bn, fp16=fp16, keep_io_fp32=keep_io_fp32)).model
 
 
 def _unique(name: str, taken: set[str]) -> str:

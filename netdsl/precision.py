@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .passes import PassResult
+
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24  # smallest subnormal: anything smaller in magnitude becomes 0
 FP32_INPUT_SLOTS = {("Resize", 2), ("Upsample", 1)}  # (op type, input index) that must stay float32
@@ -56,8 +58,24 @@ def fp16_report(weights: Mapping[str, np.ndarray]) -> list[RangeIssue]:
     return issues
 
 
+@dataclass(frozen=True)
+class ToFp16:
+    """The fp16 pass: :func:`to_fp16` as a :class:`~netdsl.passes.Pass` (requires and ensures what the module
+    docstring says); ``changed`` counts the float32 initializers made float16 (at least 1: the model's
+    precision always changes)."""
+
+    keep_io_fp32: bool = False
+    fp32_ops: tuple[str, ...] = ()
+    name = "fp16"
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        out = to_fp16(model, keep_io_fp32=self.keep_io_fp32, fp32_ops=self.fp32_ops)
+        before = {t.name: t.data_type for t in model.graph.initializer}
+        return PassResult(out, max(1, sum(before.get(t.name) != t.data_type for t in out.graph.initializer)))
+
+
 def to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = False, fp32_ops: tuple[str, ...] = ()) -> onnx.ModelProto:
-    """A float16 copy of ``model`` (see the module docstring)."""
+    """A float16 copy of ``model`` (see the module docstring); :class:`ToFp16` is the same as a pass."""
     m = _copy_without_initializers(model)
     g = m.graph
     keep32 = {node.input[i] for node in g.node for (op, i) in FP32_INPUT_SLOTS

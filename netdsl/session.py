@@ -15,32 +15,40 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .engines import EngineOptions, ModelSource, TensorSpec, check_device, get_engine
-from .errors import NetdslError
+from .errors import NetdslError, UsageError
 from .preprocess import InputError, Preprocess
 
 
 def model_source(model, *, network: str | None = None, args: Mapping | None = None, opset: int | None = None,
-                 seed: int = 0, weights=None, compile_options: Mapping | None = None) -> ModelSource:
-    """A :class:`ModelSource` from a Network, a .net path/source, a .onnx path, or an onnx.ModelProto."""
-    from .network import Network, load
-
+                 seed: int = 0, weights=None, compile_options: Mapping | None = None,
+                 loader: Callable | None = None) -> ModelSource:
+    """A :class:`ModelSource` from a Network, a .onnx path, an onnx.ModelProto, or (with ``loader``, e.g.
+    :func:`netdsl.load`) a .net path/source. The runtime never imports the compiler: a Network is anything
+    with ``graph`` and ``to_onnx``, and .net text is loaded by the ``loader`` the caller passes."""
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
         return _onnx_file(str(model))
-    if not isinstance(model, Network) and not _is_model_proto(model):
-        model = load(model, network=network, args=args)
-    if isinstance(model, Network):
+    if not _is_network(model) and not _is_model_proto(model):
+        if loader is None:
+            raise UsageError(f"{model}: a .net model is compiled by netdsl.Session or net.session(); this runtime "
+                             "Session takes a loaded Network, a .onnx path or an onnx.ModelProto")
+        model = loader(model, network=network, args=args)
+    if _is_network(model):
         kwargs = dict(compile_options or {})
         if opset is not None:
             kwargs["opset"] = opset
         proto = model.to_onnx(seed=seed, weights=weights, **kwargs)
         return _from_proto(proto, model.name)
     return _from_proto(model, model.graph.name)
+
+
+def _is_network(obj) -> bool:
+    return hasattr(obj, "to_onnx") and hasattr(obj, "graph")
 
 
 def _is_model_proto(obj) -> bool:
@@ -105,10 +113,10 @@ class Session:
     def __init__(self, model, engine: str = "ort", device: str = "cpu", *, threads: int | None = None,
                  opt_level: str = "all", save_optimized: str | None = None, network: str | None = None,
                  args: Mapping | None = None, seed: int = 0, weights=None, opset: int | None = None,
-                 compile_options: Mapping | None = None, **engine_options):
+                 compile_options: Mapping | None = None, loader: Callable | None = None, **engine_options):
         start = time.perf_counter()
         self.source = model_source(model, network=network, args=args, opset=opset, seed=seed, weights=weights,
-                                   compile_options=compile_options)
+                                   compile_options=compile_options, loader=loader)
         self.compile_seconds = time.perf_counter() - start
         check_device(engine, device)
         self.options = EngineOptions(threads=threads, opt_level=opt_level, save_optimized=save_optimized,

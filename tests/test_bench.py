@@ -20,16 +20,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import netdsl
-from netdsl.cli_bench import (
-    LatencyStats,
-    _print_bench,
-    batch_list,
-    bench_batch,
-    percentile,
-    time_calls,
-    warm_up,
-)
-from netdsl.cli_doctor import probe
+from netdsl.benchmark import LatencyStats, bench_batch, percentile, time_calls, warm_up
+from netdsl.cli.bench import _print_bench, batch_list
+from netdsl.doctor import probe
 
 TINY = """
 network tiny(classes=4) {

@@ -135,7 +135,7 @@ def test_bad_engine_list_is_a_usage_error(run_cli, small, engines, message):
 
 
 def test_agreement_rule():
-    from netdsl.cli_compare import agreement
+    from netdsl.agreement import agreement
 
     ref = np.array([1.0, 0.0, -2.0, np.nan, np.inf, 100.0], np.float32)
     same = agreement(ref.copy(), ref, atol=0, rtol=0)

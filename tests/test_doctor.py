@@ -11,8 +11,9 @@ import pytest
 from conftest import hide_modules, run_netdsl
 
 import netdsl
-from netdsl.cli_doctor import find_library, ort_distributions, probe
+from netdsl.doctor import probe
 from netdsl.engines import ENGINES
+from netdsl.machine import find_library, ort_distributions
 
 PAIRS = {f"{engine}:{device}" for engine, (_, _, devices, _) in ENGINES.items() for device in devices} | {"trt:build"}
 CUDA = probe("ort", "cuda")["ran"]

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import UsageError
+from ..errors import UsageError
+from .common import add_model_options, compile_model
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     import time
 
-    from .cli_runtime import compile_model
-    from .engines import EngineOptions
-    from .engines.trt import build, parse_profile
-    from .files import output_directory, write_bytes
-    from .session import model_source
+    from ..engines import EngineOptions
+    from ..engines.trt import build, parse_profile
+    from ..files import output_directory, write_bytes
+    from ..session import model_source
 
     if args.engine != "trt":
         raise UsageError("netdsl build makes TensorRT engines: --engine trt")
@@ -41,8 +41,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from .cli_runtime import add_model_options
-
     p = sub.add_parser("build", help="build a TensorRT engine (cached) and write its .plan file")
     add_model_options(p, engine=False)
     p.add_argument("--engine", default="trt", help="trt (the only engine that builds plans)")

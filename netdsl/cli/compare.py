@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EngineError, UsageError
+from ..agreement import agreement, dims, first_divergence, intermediate_tensors
+from ..errors import EngineError, UsageError
+from .common import add_model_options, compilation, dtype_options
 
 ENGINE_OPTIONS = ("opt", "threads", "precision")
 VARIANTS = ("fold-bn", "fp16")
@@ -53,8 +53,8 @@ class Target:
 
 def parse_targets(text: str) -> list[Target]:
     """Parse ``--engines``; raises UsageError naming the bad entry."""
-    from .engines import ENGINES
-    from .engines.ort import OPT_LEVELS
+    from ..engines import ENGINES
+    from ..engines.ort import OPT_LEVELS
 
     targets = []
     for label in (t.strip() for t in text.split(",")):
@@ -92,101 +92,29 @@ def parse_targets(text: str) -> list[Target]:
     return targets
 
 
-# ----------------------------------------------------------------------------- numerics
-@dataclass(frozen=True)
-class Agreement:
-    """How one tensor of one pair agrees with the reference's."""
-
-    shape: tuple[int, ...]
-    max_abs: float
-    max_rel: float  # over the elements where the reference is non-zero
-    mismatched: int  # elements outside atol + rtol * |reference|
-    size: int
-    note: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.mismatched == 0 and not self.note
-
-    def to_json(self) -> dict:
-        out = {"shape": list(self.shape), "max_abs": _num(self.max_abs), "max_rel": _num(self.max_rel),
-               "mismatched": self.mismatched, "size": self.size, "pass": self.passed}
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-def agreement(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> Agreement:
-    """Compare ``actual`` with the reference ``expected`` (numpy.isclose's rule, in float64)."""
-    if actual.shape != expected.shape:
-        note = f"shape {_dims(actual.shape)} differs from the reference's {_dims(expected.shape)}"
-        return Agreement(actual.shape, math.inf, math.inf, actual.size, actual.size, note)
-    a = np.asarray(actual, dtype=np.float64)
-    b = np.asarray(expected, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        same = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
-        diff = np.where(same, 0.0, np.abs(a - b))
-        diff = np.where(np.isnan(diff), math.inf, diff)
-        ok = same | (np.isfinite(b) & (diff <= atol + rtol * np.abs(b)))
-        nonzero = (b != 0) & np.isfinite(b)
-        rel = diff[nonzero] / np.abs(b[nonzero])
-    return Agreement(actual.shape, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)),
-                     int(ok.size - np.count_nonzero(ok)), int(ok.size))
-
-
-def _num(x: float) -> float | str:
-    return x if math.isfinite(x) else str(x)
-
-
-def _dims(shape) -> str:
-    return "x".join(map(str, shape)) or "scalar"
-
-
 # ----------------------------------------------------------------------------- models
 def base_model(args: argparse.Namespace):
     """The ONNX model every pair starts from: a .net compiled with the common options, or a .onnx file."""
-
-    from .cli import parse_args_kv, print_diagnostics
-    from .cli_weights import dtype_options, report_fp16, resolve_weights
-    from .network import load
-
-    compile_options = dtype_options(args)
     if args.model.endswith(".onnx"):
-        if args.weights or compile_options["dtype"] != "fp32":
+        if dtype_options(args)["dtype"] != "fp32" or args.weights:
             raise UsageError("--weights and --dtype apply when compiling a .net file, not to a compiled .onnx model")
-        from .session import load_onnx
+        from ..session import load_onnx
 
         return load_onnx(args.model)
-    net = load(args.model, network=args.network, args=parse_args_kv(args.arg))
-    print_diagnostics(net.warnings)
-    weights = resolve_weights(net, args)
-    report_fp16(net, weights, args)
-    return net.to_onnx(seed=args.seed, weights=weights, **compile_options)
+    return compilation(args, args.model).to_onnx()
 
 
 def variant(model, target: Target):
-    """The model as ``target`` compiles it (fold-bn, then fp16)."""
-    if target.fold_bn:
-        from .optimize import fold_batchnorm
+    """The model as ``target`` compiles it (fold-bn, then fp16, inputs and outputs kept fp32)."""
+    from ..optimize import optimize
 
-        model = fold_batchnorm(model).model
-    if target.fp16:
-        from .precision import to_fp16
-
-        model = to_fp16(model, keep_io_fp32=True)
-    return model
-
-
-def intermediate_tensors(model) -> tuple[str, ...]:
-    """Every tensor a node writes that is not a graph output, in node (graph) order."""
-    outputs = {o.name for o in model.graph.output}
-    return tuple(out for node in model.graph.node for out in node.output if out and out not in outputs)
+    return optimize(model, fold_bn=target.fold_bn, fp16=target.fp16, keep_io_fp32=True)
 
 
 def prepare(model, target: Target, args: argparse.Namespace, extra: tuple[str, ...]):
     """A Session for ``target``; an engine that cannot run says so, naming the pair."""
-    from .engines import ENGINES
-    from .session import Session
+    from ..engines import ENGINES
+    from ..session import Session
 
     try:
         return Session(model, engine=target.engine, device=target.device,
@@ -228,7 +156,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def read_inputs_for(session, args: argparse.Namespace) -> dict[str, np.ndarray]:
-    from .cli_runtime import read_inputs
+    from .run import read_inputs
 
     return read_inputs(session, args.input, args.batch, args.seed)
 
@@ -259,17 +187,13 @@ def build_report(targets, models, sessions, feeds, results, args) -> dict:
         comp["pass"] = all(o["pass"] for o in comp["outputs"].values())
         all_pass &= comp["pass"]
         if args.per_layer:
-            common = [n for n in order if n in res and n in ref_out]
+            compared, name, a = first_divergence(order, res, ref_out, args.atol, args.rtol)
             first = None
-            for name in common:
-                a = agreement(res[name], ref_out[name], args.atol, args.rtol)
-                if not a.passed:
-                    node = producer[name]
-                    where = sessions[0].source.net_locations.get(name) or s.source.net_locations.get(name)
-                    first = {"tensor": name, "node": node.name, "op": node.op_type, "location": where,
-                             **a.to_json()}
-                    break
-            comp["per_layer"] = {"compared": len(common), "first_divergence": first}
+            if name is not None:
+                node = producer[name]
+                where = sessions[0].source.net_locations.get(name) or s.source.net_locations.get(name)
+                first = {"tensor": name, "node": node.name, "op": node.op_type, "location": where, **a.to_json()}
+            comp["per_layer"] = {"compared": compared, "first_divergence": first}
             silent = [lb for lb, r in ((targets[0].label, ref_out), (t.label, res)) if not any(n in r for n in order)]
             if order and silent:
                 comp["per_layer"]["note"] = (f"{silent[0]} returned no intermediate tensors (its engine ignores "
@@ -284,7 +208,7 @@ def print_report(report: dict) -> None:
     from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=True)
-    inputs = ", ".join(f"{k} {_dims(v['shape'])} {v['dtype']}" for k, v in report["inputs"].items())
+    inputs = ", ".join(f"{k} {dims(v['shape'])} {v['dtype']}" for k, v in report["inputs"].items())
     console.print(f"{report['model']}: inputs {inputs} ({report['input_source']}); "
                   f"atol {report['atol']:g}, rtol {report['rtol']:g}; reference {report['reference']}")
     for e in report["engines"]:
@@ -301,7 +225,7 @@ def print_report(report: dict) -> None:
                 table.add_row(name, "", "", "", "", "[red]FAIL[/red] " + o["note"])
                 continue
             verdict = "[green]pass[/green]" if o["pass"] else "[red]FAIL[/red]"
-            table.add_row(name, _dims(o["shape"]), _fmt(o["max_abs"]), _fmt(o["max_rel"]),
+            table.add_row(name, dims(o["shape"]), _fmt(o["max_abs"]), _fmt(o["max_rel"]),
                           f"{o['mismatched']}/{o['size']}", verdict + (" " + o["note"] if "note" in o else ""))
         console.print(table)
         if "per_layer" in comp:
@@ -328,7 +252,7 @@ def _quote(location: str | None, message: str) -> str:
     """``message`` as a note at a ``path:line:col`` location, quoting the source line when it can be read."""
     from pathlib import Path
 
-    from .errors import Diagnostic, Sources, Span
+    from ..errors import Diagnostic, Sources, Span
 
     path, _, rest = (location or "").rpartition(":")
     path, _, line = path.rpartition(":")
@@ -348,8 +272,6 @@ def _fmt(x) -> str:
 
 
 def register(sub) -> None:
-    from .cli_runtime import add_model_options
-
     p = sub.add_parser("compare", help="run a network on several engine:device pairs and compare the outputs")
     add_model_options(p, engine=False)
     p.add_argument("--engines", required=True, metavar="LIST",
@@ -365,7 +287,3 @@ def register(sub) -> None:
                    help="also compare every intermediate tensor and report the first that diverges")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_compare)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `netdsl compare`")

@@ -1,78 +1,20 @@
 """`netdsl run`: compile (or load) a network, feed it, and show what it predicts.
 
-Also the plumbing shared by the runtime commands (run, bench, compare): model and engine options,
-and reading ``--input NAME=FILE`` values (.npy, .npz, images, folders of images).
+Also reading ``--input NAME=FILE`` values (.npy, .npz, images, folders of images), which `netdsl compare`
+shares.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
-from .preprocess import InputError, image_files, is_image
-
-
-# ----------------------------------------------------------------------------- shared options
-def add_model_options(p: argparse.ArgumentParser, *, engine: bool = True) -> None:
-    p.add_argument("model", help="a .net source file or a compiled .onnx model")
-    p.add_argument("--network", metavar="NAME", help="the network to use when a .net file holds several")
-    p.add_argument("--arg", action="append", metavar="NAME=VALUE", help="override a network parameter (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="weight-initialisation seed for .net models (default 0)")
-    if engine:
-        p.add_argument("--engine", default="ort", help="execution engine: ort (ONNX Runtime) or trt (TensorRT)")
-        p.add_argument("--device", default="cpu", help="cpu, cuda, or tensorrt (ONNX Runtime's TensorRT provider)")
-    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: the physical cores)")
-    p.add_argument("--opt-level", default="all", choices=("disable", "basic", "extended", "all"),
-                   help="ONNX Runtime graph optimisation level (default all)")
-    p.add_argument("--save-optimized", metavar="PATH", help="write the runtime's optimised model to PATH")
-    from .cli_weights import add_weight_options
-
-    add_weight_options(p)
-
-
-def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
-    """(model, weights, compile options) from the common options: a checked Network, or an ONNX model."""
-    from .cli import parse_args_kv, print_diagnostics
-    from .cli_weights import dtype_options, resolve_weights
-    from .network import load
-
-    model, weights, compile_options = args.model, None, dtype_options(args)
-    if compile_options["dtype"] == "fp16":
-        compile_options["keep_io_fp32"] = True  # images and .npy files arrive as fp32; casts sit in the model
-    if not model.endswith(".onnx"):
-        net = load(model, network=args.network, args=parse_args_kv(args.arg))
-        print_diagnostics(net.warnings)
-        weights = resolve_weights(net, args)
-        from .cli_weights import report_fp16
-
-        report_fp16(net, weights, args)
-        model = net
-    elif args.weights:
-        raise UsageError("--weights applies when compiling a .net file, not to a compiled .onnx model")
-    elif compile_options["dtype"] == "fp16":  # an fp32 .onnx (e.g. from torch.onnx.export) made fp16 here
-        from .precision import to_fp16
-        from .session import load_onnx
-
-        model = to_fp16(load_onnx(model), keep_io_fp32=True)
-    return model, weights, compile_options
-
-
-def open_session(args: argparse.Namespace, engine: str | None = None, device: str | None = None, **extra):
-    """A Session from the common options (compiles a .net in memory)."""
-    from .session import Session
-
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be at least 1")
-    model, weights, compile_options = compile_model(args)
-    extra.setdefault("precision", compile_options["dtype"])
-    return Session(model, engine=engine or args.engine, device=device or args.device, threads=args.threads,
-                   opt_level=args.opt_level, save_optimized=args.save_optimized, seed=args.seed, weights=weights,
-                   compile_options=compile_options, **extra)
+from ..errors import UsageError
+from ..preprocess import InputError, image_files, is_image
+from .common import add_model_options, open_session
 
 
 def read_inputs(session, specs: list[str] | None, batch: int | None, seed: int = 0) -> dict[str, np.ndarray]:
@@ -183,7 +125,7 @@ def read_labels(path: str | None) -> list[str] | None:
 
 
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    from .files import atomic_open
+    from ..files import atomic_open
 
     with atomic_open(path) as f:
         np.savez(f, **arrays)
@@ -249,7 +191,3 @@ def register(sub) -> None:
     p.add_argument("--save", metavar="OUT.npz", help="write every output to an .npz file")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_run)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `netdsl run`")

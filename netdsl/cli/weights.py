@@ -1,4 +1,4 @@
-"""Weight options shared by compile/run/bench/compare, and `netdsl weights list|export`."""
+"""`netdsl weights list|export`: the weights a network expects, and writing them to a checkpoint."""
 
 from __future__ import annotations
 
@@ -6,81 +6,11 @@ import argparse
 import json
 import sys
 
-from .errors import UsageError
-
-
-def add_weight_options(p: argparse.ArgumentParser, *, dtype: bool = True) -> None:
-    p.add_argument("--weights", metavar="FILE",
-                   help="trained weights: .safetensors (recommended), .npz, .onnx, or PyTorch .pt/.pth")
-    p.add_argument("--weights-map", action="append", metavar="RULE", default=[],
-                   help="rename checkpoint keys: strip:PREFIX, REGEX=>REPLACEMENT, or drop:REGEX to leave keys out "
-                        "(repeatable, applied in order)")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="accept a checkpoint that lacks some weights (they keep their seeded initial values)")
-    if dtype:
-        p.add_argument("--dtype", "--precision", dest="dtype", choices=("fp32", "fp16"), default="fp32",
-                       help="precision of weights and compute (default fp32); fp16 makes an fp16 model, which is "
-                            "also how TensorRT engines get fp16 (TensorRT 11 is strongly typed)")
-        p.add_argument("--fp32-io", action="store_true",
-                       help="with --dtype fp16: keep the model's inputs and outputs fp32")
-
-
-def resolve_weights(net, args: argparse.Namespace):
-    """The weights the options ask for (None: the seeded initialisation). Prints warnings to stderr."""
-    if getattr(args, "weights_map", None) and not args.weights:
-        raise UsageError("--weights-map needs --weights")
-    if not getattr(args, "weights", None):
-        if getattr(args, "allow_missing", False):
-            raise UsageError("--allow-missing needs --weights")
-        return None
-    from .checkpoint import load_weights
-
-    result = load_weights(net.graph, args.weights, rules=tuple(args.weights_map), allow_missing=args.allow_missing,
-                          seed=args.seed)
-    if result.missing:
-        more = len(result.missing) - 8
-        print(f"netdsl: warning: {args.weights} lacks {len(result.missing)} weight(s), initialised from seed "
-              f"{args.seed}: " + ", ".join(result.missing[:8]) + (f" (and {more} more)" if more > 0 else ""),
-              file=sys.stderr)
-    return result.weights
-
-
-def dtype_options(args: argparse.Namespace) -> dict:
-    dtype = getattr(args, "dtype", "fp32")
-    if getattr(args, "fp32_io", False) and dtype != "fp16":
-        raise UsageError("--fp32-io only applies with --dtype fp16")
-    return {"dtype": dtype, "keep_io_fp32": bool(getattr(args, "fp32_io", False))}
-
-
-def report_fp16(net, weights, args: argparse.Namespace) -> None:
-    """With --dtype fp16: warn, at its source location, about every layer whose weights overflow or underflow
-    float16 (:func:`netdsl.precision.fp16_report`)."""
-    if getattr(args, "dtype", "fp32") != "fp16":
-        return
-    from .cli import print_diagnostics
-    from .errors import Diagnostic
-    from .precision import FP16_MAX, fp16_report
-
-    values = weights if weights is not None else net.initial_weights(args.seed)
-    owners = {name: node for name, _, node in net.graph.weight_specs()}
-    warnings = []
-    for issue in fp16_report(values):
-        what = []
-        if issue.overflow:
-            what.append(f"{issue.overflow} value(s) overflow to inf (max |x| = {issue.max_abs:.3g} > {FP16_MAX:g})")
-        if issue.underflow:
-            what.append(f"{issue.underflow} of {issue.nonzero} non-zero value(s) underflow to 0 (|x| < 2^-24)")
-        node = owners.get(issue.weight)
-        layer = f" of {node.op.name} `{node.name}`" if node is not None else ""
-        warnings.append(Diagnostic("warning", f"fp16: `{issue.weight}`{layer}: " + "; ".join(what),
-                                   node.span if node is not None else None, node.trace[:1] if node else ()))
-    print_diagnostics(warnings)
+from .common import add_network_options, add_weight_options, load_network, resolve_weights
 
 
 # ----------------------------------------------------------------------------- netdsl weights ...
 def cmd_list(args: argparse.Namespace) -> int:
-    from .cli import load_network
-
     net = load_network(args)
     rows = net.weight_table()
     if args.json:
@@ -101,8 +31,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import write_checkpoint
-    from .cli import load_network
+    from ..checkpoint import write_checkpoint
 
     net = load_network(args)
     weights = resolve_weights(net, args)
@@ -114,8 +43,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from .cli import add_network_options
-
     p = sub.add_parser("weights", help="list the weights a network expects, or export them")
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
     wsub.required = True

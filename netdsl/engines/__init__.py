@@ -13,13 +13,14 @@ or ``describe``, so ``netdsl check`` never pays for them and a missing package i
 from __future__ import annotations
 
 import importlib
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import EngineError, UsageError
+from ..lazy import install_hint
+from ..machine import cpu_name, physical_cores  # noqa: F401 - re-exported for the engines
 
 # name -> (module, class, devices, one-line description)
 ENGINES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
@@ -128,7 +129,18 @@ class Engine(ABC):
 
     @classmethod
     def doctor(cls) -> dict:
-        """What this engine finds installed, and what is missing for each device."""
+        """What this engine finds installed (package, version, ...), for ``netdsl doctor``."""
+        return {}
+
+    @classmethod
+    def doctor_pairs(cls, machine: dict) -> dict[str, dict]:
+        """For each ``engine:device`` pair, what this machine lacks for it (``netdsl doctor``).
+
+        ``machine``: the facts :func:`netdsl.doctor.doctor_report` gathered (:mod:`netdsl.machine`). Each answer
+        holds ``missing`` and ``fix`` (lists of sentences), optionally a ``note``, and ``probe``: ``"run"``
+        to have the doctor run a one-layer model on the pair, ``"build"`` to build one (TensorRT plans), or
+        None when the pair cannot work as things stand.
+        """
         return {}
 
 
@@ -147,51 +159,8 @@ def check_device(engine: str, device: str) -> None:
         raise UsageError(f"engine `{engine}` runs on: {', '.join(devices)}; got --device {device}")
 
 
-def physical_cores() -> int:
-    """Physical CPU cores (not hyper-threads) available to this process."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        available = os.cpu_count() or 1
-    cores = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            phys = core = None
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    phys = value.strip()
-                elif key == "core id":
-                    core = value.strip()
-                elif not line.strip():
-                    if core is not None:
-                        cores.add((phys, core))
-                    phys = core = None
-            if core is not None:
-                cores.add((phys, core))
-    except OSError:
-        pass
-    n = len(cores) or available
-    return max(1, min(n, available))
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def missing(package: str, extra: str, what: str) -> EngineError:
-    return EngineError(f"{what} needs the Python package `{package}`, which is not installed; "
-                       f"install it with: pip install \"netdsl[{extra}]\"")
+    return EngineError(install_hint(package, extra, what))
 
 
 def with_extra_outputs(model: ModelSource, names: tuple[str, ...]) -> ModelSource:

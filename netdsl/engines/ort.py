@@ -12,6 +12,8 @@ import time
 import numpy as np
 
 from ..errors import EngineError
+from ..lazy import lazy_import
+from ..machine import cuda_needs, gpu_name, ld_fix, missing_libraries, no_gpu
 from . import (
     Bound,
     Engine,
@@ -20,7 +22,6 @@ from . import (
     Runner,
     TensorSpec,
     cpu_name,
-    missing,
     physical_cores,
     with_extra_outputs,
 )
@@ -34,11 +35,7 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(d
 
 
 def _ort():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise missing("onnxruntime", "cpu", "the ONNX Runtime engine (--engine ort)") from None
-    return onnxruntime
+    return lazy_import("onnxruntime", extra="cpu", purpose="the ONNX Runtime engine (--engine ort)")
 
 
 class OrtEngine(Engine):
@@ -98,6 +95,44 @@ class OrtEngine(Engine):
                                "pip uninstall -y onnxruntime onnxruntime-gpu, then install one of them")
         return info
 
+    @classmethod
+    def doctor_pairs(cls, machine: dict) -> dict[str, dict]:
+        ort, gpu, libs = machine["onnxruntime"], machine["gpu"], machine["libraries"]
+        if not ort.get("installed"):
+            gpu_package = {"missing": ["the onnxruntime-gpu package"], "fix": ['pip install "netdsl[gpu]"']}
+            return {"ort:cpu": {"missing": ["the onnxruntime package"], "fix": ['pip install "netdsl[cpu]"']},
+                    "ort:cuda": gpu_package, "ort:tensorrt": gpu_package}
+        conflict = ort.get("problem")
+        providers = ort.get("providers", [])
+        pairs = {"ort:cpu": {"probe": "run", "note": conflict}}
+        gpu_missing, gpu_fix = no_gpu(gpu)
+        cuda_missing, cuda_fix = cuda_needs(libs, machine.get("cuda_major"))
+        gpu_build = ("onnxruntime-gpu" in {d["name"] for d in ort.get("all_distributions", [])}
+                     or "CUDAExecutionProvider" in providers)
+        for device in ("cuda", "tensorrt"):
+            provider = PROVIDERS[device]
+            missing, fix = [], []
+            if provider not in providers:
+                if gpu_build:
+                    missing.append(f"{provider} (this onnxruntime {ort['version']} does not offer it)")
+                    fix.append('pip uninstall -y onnxruntime onnxruntime-gpu && pip install "netdsl[gpu]"')
+                else:
+                    missing.append(f"{provider}: the installed onnxruntime {ort['version']} is the CPU build")
+                    fix.append('pip uninstall -y onnxruntime && pip install "netdsl[gpu]" '
+                               "(never keep onnxruntime and onnxruntime-gpu installed together)")
+            missing += gpu_missing + cuda_missing
+            fix += gpu_fix + cuda_fix
+            if device == "tensorrt":
+                trt_libs, folders = missing_libraries(libs, ["libnvinfer.so.10", "libnvinfer.so.11"])
+                if len(trt_libs) == 2:
+                    missing.append("TensorRT libraries (libnvinfer.so.10 or .11) not found by the loader")
+                    fix.append(ld_fix(folders) if folders else
+                               "pip install tensorrt-cu12 (or tensorrt-cu13, matching CUDA), then add "
+                               "site-packages/tensorrt_libs to LD_LIBRARY_PATH")
+            pairs[f"ort:{device}"] = {"missing": missing, "fix": list(dict.fromkeys(fix)), "note": conflict,
+                                      "probe": "run" if provider in providers and gpu["present"] else None}
+        return pairs
+
 
 def _has_dist(md, name: str) -> bool:
     try:
@@ -143,7 +178,7 @@ class OrtRunner(Runner):
         level = self.options.opt_level
         out = {"engine": "ort", "engine_version": ort.__version__, "device": self.device,
                "providers": self.session.get_providers(), "threads": self.threads, "opt_level": level}
-        out["device_name"] = cpu_name() if self.device == "cpu" else _gpu_name()
+        out["device_name"] = cpu_name() if self.device == "cpu" else gpu_name()
         return out
 
 
@@ -184,14 +219,3 @@ class OrtBound(Bound):
 def _spec(arg) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
     return TensorSpec(arg.name, shape, np.dtype(_DTYPES.get(arg.type, np.float32)))
-
-
-def _gpu_name() -> str:
-    try:
-        import subprocess
-
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown GPU"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown GPU"

@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ import numpy as np
 from .. import __version__
 from ..errors import EngineError, UsageError
 from ..files import atomic_open
+from ..lazy import first_available, lazy_import
+from ..machine import no_gpu
 from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec, with_extra_outputs
 
 INSTALL_HINT = ("TensorRT is not installed. To build portable engines (no GPU needed) and run them on RTX-class "
@@ -189,14 +192,7 @@ class EngineCache:
 # ----------------------------------------------------------------------------- lazy imports
 def import_tensorrt():
     """``tensorrt`` (datacenter) or ``tensorrt_rtx`` (TensorRT for RTX): the same API family."""
-    for name in ("tensorrt", "tensorrt_rtx"):
-        try:
-            return __import__(name)
-        except ImportError:
-            continue
-        except OSError as e:  # the Python bindings are there but the libraries are not
-            raise EngineError(f"{name} is installed but its libraries failed to load ({e}). {INSTALL_HINT}") from None
-    raise EngineError(INSTALL_HINT)
+    return first_available("tensorrt", "tensorrt_rtx", message=INSTALL_HINT)
 
 
 def is_rtx(trt) -> bool:
@@ -209,12 +205,8 @@ def describe_trt(trt) -> str:
 
 
 def import_cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise EngineError("the TensorRT engine needs cuda-python for device memory: pip install cuda-python "
-                          "(cuda-bindings 13 for CUDA 13)") from None
-    return cudart
+    return lazy_import("cuda.bindings.runtime", message="the TensorRT engine needs cuda-python for device memory: "
+                       "pip install cuda-python (cuda-bindings 13 for CUDA 13)")
 
 
 def _check(result, what: str):
@@ -445,6 +437,34 @@ class TrtEngine(Engine):
             return {"installed": False, "message": str(e)}
         return {"installed": True, "module": trt.__name__, "version": trt.__version__,
                 "builds_without_gpu": is_rtx(trt)}
+
+    @classmethod
+    def doctor_pairs(cls, machine: dict) -> dict[str, dict]:
+        trt, trt_rtx, cuda_python = machine["tensorrt"], machine.get("tensorrt_rtx") or {}, machine["cuda-python"]
+        missing, fix = [], []
+        any_trt = trt["installed"] or bool(trt_rtx.get("installed"))
+        if not any_trt:
+            missing.append("the tensorrt package")
+            fix.append("pip install tensorrt (tensorrt-cu12 or tensorrt-cu13 to match the CUDA version)")
+        if not cuda_python["installed"]:
+            missing.append("cuda-python (device memory for the TensorRT engine)")
+            fix.append("pip install cuda-python")
+        gpu_missing, gpu_fix = no_gpu(machine["gpu"])
+        missing += gpu_missing
+        fix += gpu_fix
+        info = cls.doctor()
+        if not info.get("installed") and info.get("message"):
+            hint = re.sub(r"\s*Run `netdsl doctor`.*$", "", re.sub(r"^netdsl: error: ", "", info["message"].strip()))
+            fix = [hint if f.startswith("pip install tensorrt") else f for f in fix]
+        pairs = {"trt:cuda": {"missing": missing, "fix": fix,
+                              "probe": "run" if machine["gpu"]["present"] and any_trt else None}}
+        # building plans (netdsl build): TensorRT for RTX needs no GPU, datacenter TensorRT builds on the GPU present
+        if any_trt:
+            pairs["trt:build"] = {"probe": "build"}
+        else:
+            pairs["trt:build"] = {"missing": ["the tensorrt or tensorrt_rtx package"],
+                                  "fix": ['pip install "netdsl[trt-rtx]" (TensorRT for RTX builds without a GPU)']}
+        return pairs
 
 
 class TrtRunner(Runner):

@@ -1,0 +1,206 @@
+"""What every command shares: diagnostics printing, the network/model/weight options, ``--arg`` parsing,
+loading, and the one compile sequence (load, print warnings, resolve weights, report fp16, compile)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import Diagnostic, UsageError
+
+if TYPE_CHECKING:  # the compiler is imported when a command runs, not when its options are declared
+    import numpy as np
+
+    from ..network import Network
+
+
+# ----------------------------------------------------------------------------- output
+def use_color(stream) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def print_diagnostics(diags, stream=None) -> None:
+    stream = stream or sys.stderr
+    color = use_color(stream)
+    for d in diags:
+        print(d.render(color), file=stream)
+
+
+# ----------------------------------------------------------------------------- options
+def parse_args_kv(items: list[str] | None) -> dict[str, int | float]:
+    """``--arg classes=10`` values as numbers."""
+    out: dict[str, int | float] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--arg expects NAME=VALUE, got {item!r}")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                raise UsageError(f"--arg {name}: {value!r} is not a number") from None
+    return out
+
+
+def add_network_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="a .net source file")
+    p.add_argument("--network", metavar="NAME", help="the network to use when the file holds several")
+    p.add_argument("--arg", action="append", metavar="NAME=VALUE",
+                   help="override a network parameter, e.g. --arg classes=10 (repeatable)")
+
+
+def add_model_options(p: argparse.ArgumentParser, *, engine: bool = True) -> None:
+    """The options of the runtime commands (run, bench, compare, build): a .net or .onnx model, engine, weights."""
+    p.add_argument("model", help="a .net source file or a compiled .onnx model")
+    p.add_argument("--network", metavar="NAME", help="the network to use when a .net file holds several")
+    p.add_argument("--arg", action="append", metavar="NAME=VALUE", help="override a network parameter (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="weight-initialisation seed for .net models (default 0)")
+    if engine:
+        p.add_argument("--engine", default="ort", help="execution engine: ort (ONNX Runtime) or trt (TensorRT)")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, or tensorrt (ONNX Runtime's TensorRT provider)")
+    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: the physical cores)")
+    p.add_argument("--opt-level", default="all", choices=("disable", "basic", "extended", "all"),
+                   help="ONNX Runtime graph optimisation level (default all)")
+    p.add_argument("--save-optimized", metavar="PATH", help="write the runtime's optimised model to PATH")
+    add_weight_options(p)
+
+
+def add_weight_options(p: argparse.ArgumentParser, *, dtype: bool = True) -> None:
+    p.add_argument("--weights", metavar="FILE",
+                   help="trained weights: .safetensors (recommended), .npz, .onnx, or PyTorch .pt/.pth")
+    p.add_argument("--weights-map", action="append", metavar="RULE", default=[],
+                   help="rename checkpoint keys: strip:PREFIX, REGEX=>REPLACEMENT, or drop:REGEX to leave keys out "
+                        "(repeatable, applied in order)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="accept a checkpoint that lacks some weights (they keep their seeded initial values)")
+    if dtype:
+        p.add_argument("--dtype", "--precision", dest="dtype", choices=("fp32", "fp16"), default="fp32",
+                       help="precision of weights and compute (default fp32); fp16 makes an fp16 model, which is "
+                            "also how TensorRT engines get fp16 (TensorRT 11 is strongly typed)")
+        p.add_argument("--fp32-io", action="store_true",
+                       help="with --dtype fp16: keep the model's inputs and outputs fp32")
+
+
+def dtype_options(args: argparse.Namespace) -> dict:
+    dtype = getattr(args, "dtype", "fp32")
+    if getattr(args, "fp32_io", False) and dtype != "fp16":
+        raise UsageError("--fp32-io only applies with --dtype fp16")
+    return {"dtype": dtype, "keep_io_fp32": bool(getattr(args, "fp32_io", False))}
+
+
+# ----------------------------------------------------------------------------- loading and compiling
+def load_network(args: argparse.Namespace, path: str | None = None, *, quiet: bool = False) -> Network:
+    """Load and check the network at ``path`` (default: the FILE argument); prints its warnings to stderr."""
+    from ..network import load
+
+    net = load(args.file if path is None else path, network=args.network, args=parse_args_kv(args.arg))
+    if not quiet:
+        print_diagnostics(net.warnings)
+    return net
+
+
+def resolve_weights(net: Network, args: argparse.Namespace) -> dict[str, np.ndarray] | None:
+    """The weights the options ask for (None: the seeded initialisation). Prints warnings to stderr."""
+    if getattr(args, "weights_map", None) and not args.weights:
+        raise UsageError("--weights-map needs --weights")
+    if not getattr(args, "weights", None):
+        if getattr(args, "allow_missing", False):
+            raise UsageError("--allow-missing needs --weights")
+        return None
+    from ..checkpoint import load_weights
+
+    result = load_weights(net.graph, args.weights, rules=tuple(args.weights_map), allow_missing=args.allow_missing,
+                          seed=args.seed)
+    if result.missing:
+        more = len(result.missing) - 8
+        print(f"netdsl: warning: {args.weights} lacks {len(result.missing)} weight(s), initialised from seed "
+              f"{args.seed}: " + ", ".join(result.missing[:8]) + (f" (and {more} more)" if more > 0 else ""),
+              file=sys.stderr)
+    return result.weights
+
+
+def report_fp16(net: Network, weights, args: argparse.Namespace) -> None:
+    """With --dtype fp16: warn, at its source location, about every layer whose weights overflow or underflow
+    float16 (:func:`netdsl.precision.fp16_report`)."""
+    if getattr(args, "dtype", "fp32") != "fp16":
+        return
+    from ..precision import FP16_MAX, fp16_report
+
+    values = weights if weights is not None else net.initial_weights(args.seed)
+    owners = {name: node for name, _, node in net.graph.weight_specs()}
+    warnings = []
+    for issue in fp16_report(values):
+        what = []
+        if issue.overflow:
+            what.append(f"{issue.overflow} value(s) overflow to inf (max |x| = {issue.max_abs:.3g} > {FP16_MAX:g})")
+        if issue.underflow:
+            what.append(f"{issue.underflow} of {issue.nonzero} non-zero value(s) underflow to 0 (|x| < 2^-24)")
+        node = owners.get(issue.weight)
+        layer = f" of {node.op.name} `{node.name}`" if node is not None else ""
+        warnings.append(Diagnostic("warning", f"fp16: `{issue.weight}`{layer}: " + "; ".join(what),
+                                   node.span if node is not None else None, node.trace[:1] if node else ()))
+    print_diagnostics(warnings)
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """A checked network with the weights and compile options the command line asked for."""
+
+    network: Network
+    weights: dict[str, np.ndarray] | None
+    options: dict  # Network.to_onnx's dtype, keep_io_fp32, fold_bn
+    seed: int
+
+    def to_onnx(self):
+        return self.network.to_onnx(seed=self.seed, weights=self.weights, **self.options)
+
+
+def compilation(args: argparse.Namespace, path: str | None = None, *, check=None, **options) -> Compilation:
+    """The one compile sequence of the command line: load the network (printing its warnings), run the
+    command's own ``check(net)``, resolve --weights, report fp16 range problems. ``options`` add to
+    --dtype/--fp32-io's (:func:`dtype_options`)."""
+    net = load_network(args, path)
+    if check is not None:
+        check(net)
+    options = {**dtype_options(args), **options}
+    weights = resolve_weights(net, args)
+    report_fp16(net, weights, args)
+    return Compilation(net, weights, options, args.seed)
+
+
+def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
+    """(model, weights, compile options) from the runtime options: a checked Network, or an ONNX model."""
+    if not args.model.endswith(".onnx"):
+        c = compilation(args, args.model)
+        options = dict(c.options)
+        if options["dtype"] == "fp16":
+            options["keep_io_fp32"] = True  # images and .npy files arrive as fp32; casts sit in the model
+        return c.network, c.weights, options
+    options = dtype_options(args)
+    if args.weights:
+        raise UsageError("--weights applies when compiling a .net file, not to a compiled .onnx model")
+    if options["dtype"] == "fp16":  # an fp32 .onnx (e.g. from torch.onnx.export) made fp16 here
+        from ..optimize import optimize
+        from ..session import load_onnx
+
+        options["keep_io_fp32"] = True
+        return optimize(load_onnx(args.model), fp16=True, keep_io_fp32=True), None, options
+    return args.model, None, options
+
+
+def open_session(args: argparse.Namespace, engine: str | None = None, device: str | None = None, **extra):
+    """A Session from the runtime options (compiles a .net in memory)."""
+    from ..session import Session
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    model, weights, compile_options = compile_model(args)
+    extra.setdefault("precision", compile_options["dtype"])
+    return Session(model, engine=engine or args.engine, device=device or args.device, threads=args.threads,
+                   opt_level=args.opt_level, save_optimized=args.save_optimized, seed=args.seed, weights=weights,
+                   compile_options=compile_options, **extra)
