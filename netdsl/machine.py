@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 # ============================================================================= CPU
@@ -51,7 +52,7 @@ def available_cpus() -> int:
     """Logical CPUs this process may run on (its affinity mask; all of them where there is none)."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
 
@@ -66,6 +67,13 @@ def cpu_name() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+# ============================================================================= cache
+def cache_home() -> Path:
+    """netdsl's cache directory: ``$NETDSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/netdsl``, else ``~/.cache/netdsl``."""
+    return Path(os.environ.get("NETDSL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netdsl"))
 
 
 # ============================================================================= GPU

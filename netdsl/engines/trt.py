@@ -27,7 +27,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +39,7 @@ from .. import __version__
 from ..errors import EngineError, UsageError
 from ..files import atomic_open
 from ..lazy import first_available, lazy_import
-from ..machine import no_gpu
+from ..machine import cache_home, no_gpu
 from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec, with_extra_outputs
 
 INSTALL_HINT = ("TensorRT is not installed. To build portable engines (no GPU needed) and run them on RTX-class "
@@ -106,9 +105,7 @@ def parse_profile(spec: str | None, opt: int | None = None) -> Profile:
 
 # ----------------------------------------------------------------------------- cache
 def cache_dir(explicit: str | None = None) -> Path:
-    base = explicit or os.environ.get("NETDSL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netdsl")
-    return Path(base) / "trt"
+    return Path(explicit or cache_home()) / "trt"
 
 
 def cache_key(onnx_bytes: bytes, precision: str, profile: Profile, trt_version: str, gpu: str,
