@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import Diagnostic, UsageError, WeightsError
 from .graph import Graph
+from .lazy import lazy_import
 from .ops import fmt_shape
 from .weights import initial_value
 
@@ -122,12 +123,9 @@ def _read_onnx(p: Path) -> dict[str, np.ndarray]:
 
 
 def _read_torch(p: Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError(f"{p}: reading PyTorch checkpoints needs PyTorch (pip install torch); or convert it "
-                           "where PyTorch is installed: safetensors.torch.save_file(state_dict, 'model.safetensors')"
-                           ) from None
+    torch = lazy_import("torch", error=WeightsError, message=(
+        f"{p}: reading PyTorch checkpoints needs PyTorch (pip install torch); or convert it where PyTorch is "
+        "installed: safetensors.torch.save_file(state_dict, 'model.safetensors')"))
     import pickle
 
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import NetdslError
+from .lazy import lazy_import
 
 if TYPE_CHECKING:  # numpy is imported by `load`: checking a network must not pay for it
     import numpy as np
@@ -149,11 +150,8 @@ def _center_crop(img, height: int, width: int):
 
 
 def _pillow():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise InputError("reading images needs Pillow: pip install \"netdsl[image]\"") from None
-    return Image
+    return lazy_import("PIL.Image", error=InputError,
+                       message="reading images needs Pillow: pip install \"netdsl[image]\"")
 
 
 def is_image(path: str) -> bool:

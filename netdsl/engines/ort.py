@@ -173,7 +173,7 @@ class OrtRunner(Runner):
         return OrtBound(self, feeds)
 
     def describe(self) -> dict:
-        import onnxruntime as ort
+        ort = _ort()
 
         level = self.options.opt_level
         out = {"engine": "ort", "engine_version": ort.__version__, "device": self.device,
@@ -186,7 +186,7 @@ class OrtBound(Bound):
     """IO binding: on CUDA, inputs are copied to the GPU once and outputs stay there between runs."""
 
     def __init__(self, runner: OrtRunner, feeds: dict[str, np.ndarray]):
-        import onnxruntime as ort
+        ort = _ort()
 
         self.runner = runner
         self.binding = runner.session.io_binding()
