@@ -14,16 +14,7 @@ import math
 import sys
 import time
 
-from ..benchmark import (  # noqa: F401 - re-exported: the command's library
-    LatencyStats,
-    bench_batch,
-    check_batches,
-    host,
-    percentile,
-    time_calls,
-    versions,
-    warm_up,
-)
+from ..benchmark import bench_batch, check_batches, host, versions
 from ..errors import UsageError
 from .common import add_model_options, open_session
 

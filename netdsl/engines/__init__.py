@@ -139,9 +139,10 @@ class Engine(ABC):
         ``machine``: the facts :func:`netdsl.doctor.doctor_report` gathered (:mod:`netdsl.machine`). Each answer
         holds ``missing`` and ``fix`` (lists of sentences), optionally a ``note``, and ``probe``: ``"run"``
         to have the doctor run a one-layer model on the pair, ``"build"`` to build one (TensorRT plans), or
-        None when the pair cannot work as things stand.
+        None when the pair cannot work as things stand. By default every device of the engine is probed.
         """
-        return {}
+        devices = ENGINES[cls.name][2] if cls.name in ENGINES else ()
+        return {f"{cls.name}:{device}": {"probe": "run"} for device in devices}
 
 
 def get_engine(name: str) -> Engine:
