@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .errors import DiagnosticBag, SemanticError, Sources, Span, UsageError
+from .errors import DiagnosticBag, SemanticError, Span, UsageError
 from .graph import INPUT, Graph, InputSpec, Node, OutputSpec
 from .ops import MERGES, OPS, ArgValue, Attrs, Op, OpError, fmt_shape
 from .preprocess import Preprocess
@@ -103,7 +103,9 @@ class Elaborator:
         self._no_input_reported = False
 
     # ------------------------------------------------------------------ entry point
-    def network(self, net: S.BlockDef, args: dict[str, int | float]) -> Graph:
+    def network(self, net: S.BlockDef, args: dict[str, int | float], source_hash: str = "") -> Graph:
+        """The checked graph of ``net`` with parameter values ``args``; ``source_hash`` identifies the program's
+        text (see :class:`~netdsl.graph.Graph`)."""
         env: dict[str, object] = dict(BUILTIN_NAMES)
         unknown = set(args) - {p.name for p in net.params}
         if unknown:  # a wrong --arg (or args=) is a usage error, not an error in the file
@@ -132,7 +134,8 @@ class Elaborator:
         except _Fatal:
             pass
         self.bag.raise_if_errors(SemanticError)
-        return Graph(net.name, self.nodes, self.inputs, self.outputs, warnings=self.bag.warnings)
+        return Graph(net.name, tuple(self.nodes), tuple(self.inputs), tuple(self.outputs), source_hash,
+                     tuple(self.bag.warnings))
 
     def _check_params(self) -> None:
         total = sum(n.params for n in self.nodes)
@@ -237,8 +240,8 @@ class Elaborator:
         if _looks_like_spaced_size(prim, el.repeat):
             a, r = prim.args[-1].value, el.repeat.value  # `conv 64 3 x 3`: kernel 3, three times
             self.bag.warning(f"`{a} x {r}` repeats the layer {r} times; a {a}x{r} size is written without spaces",
-                             Span(el.span.path, el.span.line, prim.args[-1].span.column, el.span.line,
-                                  el.repeat.span.end_column), scope.trace)
+                             el.span.at(el.span.line, prim.args[-1].span.column, el.span.line,
+                                        el.repeat.span.end_column), scope.trace)
         n = self.eval(el.repeat, scope.env, scope.trace)
         if n is None:
             return None
@@ -712,7 +715,7 @@ def _looks_like_spaced_size(prim, repeat) -> bool:
         return False
     if len(prim.args) >= 2 and isinstance(prim.args[-2], S.Var) and _is_option(op, prim.args[-2].name):
         return False
-    text = Sources.line(repeat.span.path, repeat.span.line) or ""
+    text = repeat.span.quoted_line() or ""
     before = text[: repeat.span.column - 1].rstrip()
     return not before.endswith("(")
 
