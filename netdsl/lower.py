@@ -8,7 +8,8 @@ one ONNX node (or a short run of nodes) per netdsl layer, named by the layer's d
 intermediate tensor, with a symbolic batch dimension; and netdsl metadata.
 
 This is the only module that builds ONNX protobufs; each op's lowering lives with the op in
-:mod:`netdsl.ops` and talks to the :class:`OnnxBuilder` below.
+:mod:`netdsl.ops` and talks to the :class:`OnnxBuilder` below. Initializers and their values come from
+:mod:`netdsl.weights`.
 
 Lowering produces a :class:`LoweredModel`: the model in three parts around its initializers, and the
 initializers, whose values are computed only when needed. :meth:`LoweredModel.to_proto` builds the
@@ -68,7 +69,8 @@ def max_opset() -> int:
 
 # ----------------------------------------------------------------------------- builder
 class OnnxBuilder:
-    """Collects ONNX nodes, initializers and value_info while layers lower themselves.
+    """Collects ONNX nodes, initializers and value_info while layers lower themselves (it is the
+    :class:`netdsl.ops.Lowering` every op's ``lower`` is written against).
 
     ``weights`` maps weight names to arrays; ``None`` means the deterministic initialisation from
     ``seed`` (:mod:`netdsl.weights`), computed only when the model is written or built.
