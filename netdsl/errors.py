@@ -11,42 +11,83 @@ like a compiler's::
 
 from __future__ import annotations
 
-import os
+import re
 from dataclasses import dataclass, field
 
 MAX_QUOTED = 150  # characters of a source line a diagnostic quotes; longer lines show a window around the span
 
 
 @dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One file's text as it was read, so the diagnostics about it can quote it."""
+
+    path: str
+    text: str
+
+    @classmethod
+    def read(cls, path: str) -> SourceFile | None:
+        """The file at ``path`` as UTF-8 text, or None when it cannot be read."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls(path, f.read())
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def line(self, line: int) -> str | None:
+        """Line ``line`` (1-based) without its line break, or None when there is no such line."""
+        lines = self.text.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else None
+
+    def __str__(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True, slots=True)
 class Span:
-    """A region of a source file: 1-based line and column, end exclusive."""
+    """A region of a source file: 1-based line and column, end exclusive.
+
+    ``path`` is the file's path as diagnostics show it. Built from a :class:`SourceFile` in its place
+    (``Span(source, 3, 1, 3, 5)``), the span also holds that file's text (``source``), which a diagnostic
+    quotes; ``source`` takes no part in comparing or hashing spans.
+    """
 
     path: str
     line: int
     column: int
     end_line: int
     end_column: int
+    source: SourceFile | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.path, SourceFile):
+            object.__setattr__(self, "source", self.path)
+            object.__setattr__(self, "path", self.path.path)
+
+    def at(self, line: int, column: int, end_line: int, end_column: int) -> Span:
+        """Another region of the same file."""
+        return Span(self.path, line, column, end_line, end_column, self.source)
+
+    def quoted_line(self) -> str | None:
+        """The text of the span's first line, when its file's text is known."""
+        return None if self.source is None else self.source.line(self.line)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}"
 
 
-class Sources:
-    """The text of every file read in this compilation, so diagnostics can quote it."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 controls but tab and line feed
 
-    _texts: dict[str, str] = {}
 
-    @classmethod
-    def register(cls, path: str, text: str) -> None:
-        cls._texts[path] = text
+def visible(text: str, newlines: bool = True) -> str:
+    """``text`` with control characters shown as escapes (ESC as ``\\x1b``), so that text taken from the
+    input cannot move the cursor, recolour or retitle the terminal a diagnostic is printed on. Tabs are
+    kept, and line feeds too unless ``newlines`` is false."""
+    out = _CONTROL.sub(_escape, text)
+    return out if newlines else out.replace("\n", "\\x0a")
 
-    @classmethod
-    def line(cls, path: str, line: int) -> str | None:
-        text = cls._texts.get(path)
-        if text is None:
-            return None
-        lines = text.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else None
+
+def _escape(m: re.Match) -> str:
+    return f"\\x{ord(m.group()):02x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +106,9 @@ class Diagnostic:
             code = "31" if sev == "error" else "35"
             sev = f"\x1b[1;{code}m{sev}\x1b[0m"
         where = f"{self.span}: " if self.span else "netdsl: "
-        out = [f"{where}{sev}: {self.message}"]
+        out = [f"{visible(where)}{sev}: {visible(self.message)}"]
         if self.span is not None:
-            text = Sources.line(self.span.path, self.span.line)
+            text = self.span.quoted_line()
             if text is not None:
                 text = text.expandtabs(1)
                 gutter = f"{self.span.line:>5} | "
@@ -83,9 +124,14 @@ class Diagnostic:
                     start = start - first + (3 if first else 0)
                     width = min(width, MAX_QUOTED - (start - (3 if first else 0)))
                     text = shown
+                if _CONTROL.search(text):  # escapes are wider than the characters they show: move the carets
+                    end = start + width
+                    width = len(visible(text[start:end], False)) + max(0, end - max(start, len(text)))
+                    start = len(visible(text[:start], False)) + max(0, start - len(text))
+                    text = visible(text, False)
                 out.append(gutter + text)
                 out.append(" " * (len(gutter) - 2) + "| " + " " * start + "^" * width)
-        out.extend(f"note: {n}" for n in self.notes)
+        out.extend(f"note: {visible(n)}" for n in self.notes)
         return "\n".join(out)
 
 
@@ -160,11 +206,3 @@ class DiagnosticBag:
         if errs:
             raise cls(diagnostics=errs)
 
-
-def display_path(path: str) -> str:
-    """A path as diagnostics show it: relative to the working directory when inside it."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel

@@ -9,7 +9,7 @@ the weights it owns, and the span and call chain of the source that made it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import Diagnostic, Span
 from .ops import Attrs, Op, Shape, WeightSpec
@@ -63,16 +63,24 @@ class OutputSpec:
     span: Span | None = None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Graph:
-    """A checked network: every shape known, every name unique."""
+    """A checked network: every shape known, every name unique. Immutable once built.
+
+    ``source_hash`` is the sha256 of the program's text (every file, in load order), as the lowered
+    model's metadata records it; empty for a graph not built from source.
+    """
 
     name: str
-    nodes: list[Node]
-    inputs: list[InputSpec]
-    outputs: list[OutputSpec]
+    nodes: tuple[Node, ...]
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
     source_hash: str = ""
-    warnings: list[Diagnostic] = field(default_factory=list)
+    warnings: tuple[Diagnostic, ...] = ()
+
+    def __post_init__(self) -> None:
+        for f in ("nodes", "inputs", "outputs", "warnings"):
+            object.__setattr__(self, f, tuple(getattr(self, f)))
 
     def weight_specs(self) -> list[tuple[str, WeightSpec, Node]]:
         """Every weight tensor as (full name, spec, owning node), in graph order."""

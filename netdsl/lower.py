@@ -8,7 +8,8 @@ one ONNX node (or a short run of nodes) per netdsl layer, named by the layer's d
 intermediate tensor, with a symbolic batch dimension; and netdsl metadata.
 
 This is the only module that builds ONNX protobufs; each op's lowering lives with the op in
-:mod:`netdsl.ops` and talks to the :class:`OnnxBuilder` below.
+:mod:`netdsl.ops` and talks to the :class:`OnnxBuilder` below. Initializers and their values come from
+:mod:`netdsl.weights`.
 
 Lowering produces a :class:`LoweredModel`: the model in three parts around its initializers, and the
 initializers, whose values are computed only when needed. :meth:`LoweredModel.to_proto` builds the
@@ -26,15 +27,13 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import math
-import os
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from .graph import INPUT, Graph, Node
 from .ops import Shape
+from .weights import Initializer, computed, initial_value
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,92 +67,10 @@ def max_opset() -> int:
     return onnx.defs.onnx_opset_version()
 
 
-# ----------------------------------------------------------------------------- initializers
-@dataclass(frozen=True, slots=True)
-class Initializer:
-    """One initializer of a lowered model. Its shape and dtype are known before its values, so the
-    model's size and layout are known before any weight is computed.
-
-    ``compute()`` returns an array of exactly ``shape`` and ``dtype``; ``costly`` marks values worth
-    computing on a worker thread (random initialisation) rather than inline (zeros, given arrays).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    compute: Callable[[], np.ndarray]
-    costly: bool = False
-
-    @classmethod
-    def of(cls, name: str, value) -> Initializer:
-        """An initializer holding a given array (or anything ``np.asarray`` accepts)."""
-        array = np.asarray(value)
-        return cls(name, tuple(array.shape), array.dtype, lambda: array)
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-
-def default_workers() -> int:
-    """Threads used to compute weights: the CPUs this process may run on (at most 8)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
-
-
-def computed(initializers: tuple[Initializer, ...], workers: int | None = None,
-             ) -> Iterator[tuple[Initializer, np.ndarray]]:
-    """Every initializer with its values, in order.
-
-    Costly values are computed ahead on ``workers`` threads (numpy's generators release the GIL), at
-    most ``2 * workers`` of them held at once; the values do not depend on the threads.
-    """
-    workers = default_workers() if workers is None else workers
-    if workers <= 1 or sum(i.costly for i in initializers) < 2:
-        for init in initializers:
-            yield init, _checked(init, init.compute())
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="netdsl-weights") as pool:
-        ahead: deque = deque()  # (initializer, its future or None), in model order
-        upcoming = iter(initializers)
-        in_flight = 0
-
-        def refill() -> None:
-            nonlocal in_flight
-            while in_flight < 2 * workers:
-                init = next(upcoming, None)
-                if init is None:
-                    return
-                ahead.append((init, pool.submit(init.compute) if init.costly else None))
-                in_flight += init.costly
-
-        refill()
-        while ahead:
-            init, future = ahead.popleft()
-            if future is None:
-                value = init.compute()
-            else:
-                value = future.result()
-                in_flight -= 1
-                refill()
-            yield init, _checked(init, value)
-
-
-def _checked(init: Initializer, value: np.ndarray) -> np.ndarray:
-    if tuple(value.shape) != init.shape or value.dtype != init.dtype:
-        raise ValueError(f"initializer {init.name}: computed {value.dtype}{list(value.shape)}, "
-                         f"declared {init.dtype}{list(init.shape)}")
-    return value
-
-
 # ----------------------------------------------------------------------------- builder
 class OnnxBuilder:
-    """Collects ONNX nodes, initializers and value_info while layers lower themselves.
+    """Collects ONNX nodes, initializers and value_info while layers lower themselves (it is the
+    :class:`netdsl.ops.Lowering` every op's ``lower`` is written against).
 
     ``weights`` maps weight names to arrays; ``None`` means the deterministic initialisation from
     ``seed`` (:mod:`netdsl.weights`), computed only when the model is written or built.
@@ -172,10 +89,6 @@ class OnnxBuilder:
         self._added: set[str] = set()
         self._attributes: dict[tuple[str, str, str], onnx.AttributeProto] = {}
         self._types: dict[Shape, onnx.TypeProto] = {}
-        if weights is None:
-            from .weights import initial_value
-
-            self._initial_value = initial_value
         self.names = [n.name for n in graph.nodes]  # ONNX tensor name of each graph tensor
         self._node: Node | None = None
         self._output = ""
@@ -198,7 +111,7 @@ class OnnxBuilder:
                 else:
                     raise KeyError(name)
                 self.initializers.append(Initializer(name, spec.shape, _float32(),
-                                                     functools.partial(self._initial_value, name, spec, self.seed),
+                                                     functools.partial(initial_value, name, spec, self.seed),
                                                      costly=spec.init == "he_normal"))
         return name
 

@@ -126,6 +126,5 @@ def load(path_or_source: str | os.PathLike, network: str | None = None,
     text, shown, base = read(path_or_source)
     program = load_program(text, shown, base)
     net = choose_network(program, network)
-    graph = Elaborator(program.blocks).network(net, dict(args or {}))
-    graph.source_hash = program.source_hash
+    graph = Elaborator(program.blocks).network(net, dict(args or {}), program.source_hash)
     return Network(graph, shown)

@@ -20,7 +20,7 @@ from pathlib import Path
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from .errors import NetdslSyntaxError, Sources, Span
+from .errors import NetdslSyntaxError, SourceFile, Span
 
 MAX_SOURCE_BYTES = 10 * 1024 * 1024
 
@@ -425,9 +425,9 @@ def _template_parts(text: str, span: Span) -> tuple[str | Expr, ...]:
         col = span.column + 1 + start + 1  # the quote, then the brace
         try:
             tree = _parser().parse(inner, start="expr")
-            expr = _Builder(span.path).transform(tree)
+            expr = _Builder(span.source or span.path).transform(tree)
         except UnexpectedInput:
-            where = Span(span.path, span.line, col - 1, span.line, col + len(inner) + 1)
+            where = span.at(span.line, col - 1, span.line, col + len(inner) + 1)
             hint = " (`/` is the stride; integer division is `//`)" if "/" in inner.replace("//", "") else ""
             raise NetdslSyntaxError(f"`{{{inner}}}` is not an expression{hint}", where) from None
         parts.append(_shift(expr, span, col - 1))
@@ -444,8 +444,8 @@ def _shift(expr, span: Span, col: int):
 
     def fix(e):
         if isinstance(e, (Num, Var, BinOp, Neg)):
-            changes = {"span": Span(span.path, span.line, col + e.span.column - 1, span.line,
-                                    col + e.span.end_column - 1)}
+            changes = {"span": span.at(span.line, col + e.span.column - 1, span.line,
+                                       col + e.span.end_column - 1)}
             if isinstance(e, BinOp):
                 changes.update(left=fix(e.left), right=fix(e.right))
             if isinstance(e, Neg):
@@ -578,21 +578,21 @@ def _too_deep(path: str, text: str) -> NetdslSyntaxError:
 
 def parse(text: str, path: str = "<string>") -> Module:
     """Parse one file's text into a :class:`Module`. Raises NetdslSyntaxError."""
-    Sources.register(path, text)
+    source = SourceFile(path, text)  # spans made from it quote this text
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise NetdslSyntaxError(f"source is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB",
-                                Span(path, 1, 1, 1, 2))
+                                Span(source, 1, 1, 1, 2))
     if "\t" in text:
         text = text.replace("\t", " ")  # columns count characters; tabs would misplace carets
     try:
         tree = _parser().parse(text + "\n", start="start")
-        items = _Builder(path).transform(tree)
+        items = _Builder(source).transform(tree)
     except UnexpectedInput as exc:
-        raise _syntax_error(path, text, exc) from None
+        raise _syntax_error(source, text, exc) from None
     except VisitError as exc:  # pragma: no cover - the builder raises nothing of its own
         raise exc.orig_exc from None
     except RecursionError:
-        raise _too_deep(path, text) from None
+        raise _too_deep(source, text) from None
     imports = tuple(i for i in items if isinstance(i, Import))
     blocks = tuple(i for i in items if isinstance(i, BlockDef) and not i.is_network)
     networks = tuple(i for i in items if isinstance(i, BlockDef) and i.is_network)
@@ -619,7 +619,7 @@ def read_source(path: str | os.PathLike) -> str:
         text = data[: exc.start].decode("utf-8")
         line = text.count("\n") + 1
         col = len(text) - (text.rfind("\n") + 1) + 1
-        if b"\0" not in data[:4096]:  # quote the line, undecodable bytes shown as U+FFFD; not for binary files
-            Sources.register(shown, data.decode("utf-8", "replace"))
+        # quote the line, undecodable bytes shown as U+FFFD; not for binary files
+        where = SourceFile(shown, data.decode("utf-8", "replace")) if b"\0" not in data[:4096] else shown
         raise NetdslSyntaxError(f"file is not UTF-8 text: byte 0x{data[exc.start]:02x} here cannot be decoded",
-                                Span(shown, line, col, line, col + 1)) from None
+                                Span(where, line, col, line, col + 1)) from None

@@ -1,4 +1,9 @@
-"""Weights: deterministic initial values for a checked graph.
+"""Weights: initializers whose values are computed on demand, and deterministic initial values.
+
+An :class:`Initializer` knows a tensor's name, shape and dtype before its values, so a model's size and
+layout are known before any weight is computed; :func:`computed` yields the values in order, computing
+the costly ones ahead on worker threads. Lowering (:mod:`netdsl.lower`) builds its initializers from
+these; this module never imports the lowering.
 
 Initialisation (``netdsl compile --seed``): conv and fc weights He/Kaiming normal
 (std = sqrt(2 / fan_in)), biases zero, bn gamma 1, beta 0, running mean 0, running var 1.
@@ -7,21 +12,118 @@ standard normals by the ziggurat method, float32), so a tensor's values do not d
 the presence of other layers, nor on which thread computes them, and identical input gives identical
 bytes. Because tensors are independent, they are computed in parallel (numpy's generators release
 the GIL), which is most of what ``netdsl compile`` spends beyond imports.
+
+numpy is imported on first use: ``netdsl check`` imports the lowering (hence this module) and must
+stay fast.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import zlib
-
-import numpy as np
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .graph import Graph
 from .ops import WeightSpec
 
+if TYPE_CHECKING:
+    import numpy as np
 
+
+# ----------------------------------------------------------------------------- initializers
+@dataclass(frozen=True, slots=True)
+class Initializer:
+    """One initializer of a lowered model. Its shape and dtype are known before its values, so the
+    model's size and layout are known before any weight is computed.
+
+    ``compute()`` returns an array of exactly ``shape`` and ``dtype``; ``costly`` marks values worth
+    computing on a worker thread (random initialisation) rather than inline (zeros, given arrays).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    compute: Callable[[], np.ndarray]
+    costly: bool = False
+
+    @classmethod
+    def of(cls, name: str, value) -> Initializer:
+        """An initializer holding a given array (or anything ``np.asarray`` accepts)."""
+        import numpy as np
+
+        array = np.asarray(value)
+        return cls(name, tuple(array.shape), array.dtype, lambda: array)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def default_workers() -> int:
+    """Threads used to compute weights: the CPUs this process may run on (at most 8)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def computed(initializers: tuple[Initializer, ...], workers: int | None = None,
+             ) -> Iterator[tuple[Initializer, np.ndarray]]:
+    """Every initializer with its values, in order.
+
+    Costly values are computed ahead on ``workers`` threads (numpy's generators release the GIL), at
+    most ``2 * workers`` of them held at once; the values do not depend on the threads.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers <= 1 or sum(i.costly for i in initializers) < 2:
+        for init in initializers:
+            yield init, _checked(init, init.compute())
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="netdsl-weights") as pool:
+        ahead: deque = deque()  # (initializer, its future or None), in model order
+        upcoming = iter(initializers)
+        in_flight = 0
+
+        def refill() -> None:
+            nonlocal in_flight
+            while in_flight < 2 * workers:
+                init = next(upcoming, None)
+                if init is None:
+                    return
+                ahead.append((init, pool.submit(init.compute) if init.costly else None))
+                in_flight += init.costly
+
+        refill()
+        while ahead:
+            init, future = ahead.popleft()
+            if future is None:
+                value = init.compute()
+            else:
+                value = future.result()
+                in_flight -= 1
+                refill()
+            yield init, _checked(init, value)
+
+
+def _checked(init: Initializer, value: np.ndarray) -> np.ndarray:
+    if tuple(value.shape) != init.shape or value.dtype != init.dtype:
+        raise ValueError(f"initializer {init.name}: computed {value.dtype}{list(value.shape)}, "
+                         f"declared {init.dtype}{list(init.shape)}")
+    return value
+
+
+# ----------------------------------------------------------------------------- initial values
 def initial_value(name: str, spec: WeightSpec, seed: int) -> np.ndarray:
     """The initial value of the weight ``name`` (float32, ``spec.shape``); depends only on its arguments."""
+    import numpy as np
+
     if spec.init == "zeros":
         return np.zeros(spec.shape, np.float32)
     if spec.init == "ones":
@@ -40,10 +142,10 @@ def initial_weights(graph: Graph, seed: int = 0, workers: int | None = None) -> 
 
     Computed on ``workers`` threads (default: the usable CPUs); the values do not depend on it.
     """
+    import numpy as np
+
     if seed < 0:
         raise ValueError("seed must be non-negative")
-    from .lower import Initializer, computed
-
     tasks = tuple(Initializer(name, tuple(spec.shape), np.dtype(np.float32),
                               lambda name=name, spec=spec: initial_value(name, spec, seed),
                               costly=spec.init == "he_normal")

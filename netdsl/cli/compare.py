@@ -250,20 +250,13 @@ def print_report(report: dict) -> None:
 
 def _quote(location: str | None, message: str) -> str:
     """``message`` as a note at a ``path:line:col`` location, quoting the source line when it can be read."""
-    from pathlib import Path
-
-    from ..errors import Diagnostic, Sources, Span
+    from ..errors import Diagnostic, SourceFile, Span
 
     path, _, rest = (location or "").rpartition(":")
     path, _, line = path.rpartition(":")
     if not (path and line.isdigit() and rest.isdigit()):
         return f"per layer: {message}" + (f" ({location})" if location else " (no .net location)")
-    span = Span(path, int(line), int(rest), int(line), int(rest) + 1)
-    if Sources.line(path, span.line) is None:
-        try:
-            Sources.register(path, Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            pass
+    span = Span(SourceFile.read(path) or path, int(line), int(rest), int(line), int(rest) + 1)
     return Diagnostic("note", message, span).render()
 
 
