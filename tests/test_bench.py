@@ -110,13 +110,13 @@ def test_table_output_and_no_progress_bar_without_a_terminal(tiny, run_cli):
 
 
 def test_progress_bar_goes_to_a_terminal_stderr_only(tiny):
-    from conftest import _cli_env
+    from helpers import cli_env
 
     def run(*extra: str) -> tuple[int, str, str]:
         master, slave = pty.openpty()
         proc = subprocess.Popen([sys.executable, "-m", "netdsl", "bench", str(tiny), "--duration", "0.5",
                                  "--warmup", "0.3", "--threads", "1", *extra], stdout=subprocess.PIPE,
-                                stderr=slave, env={**_cli_env(), "TERM": "xterm"})
+                                stderr=slave, env={**cli_env(), "TERM": "xterm"})
         os.close(slave)
         chunks = []
         while True:

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import hide_modules, run_netdsl
+from helpers import hide_modules, run_netdsl
 
 import netdsl
 from netdsl.cli_doctor import find_library, ort_distributions, probe

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import _cli_env, hide_modules, run_netdsl
+from helpers import cli_env, hide_modules, run_netdsl
 
 import netdsl
 from netdsl.engines.trt import (
@@ -331,7 +331,7 @@ def test_concurrent_netdsl_builds_build_once(tmp_path):
     """Three processes ask for the same engine at once: one builds, the others wait and read its plan."""
     import subprocess
 
-    env = _cli_env()
+    env = cli_env()
     procs = [subprocess.Popen([sys.executable, "-m", "netdsl", "build", "networks/resnet18.net", "--cache-dir",
                                str(tmp_path / "cache"), "-o", str(tmp_path / f"{i}.plan")], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
