@@ -192,3 +192,43 @@ def check_golden(path: Path, actual: str) -> None:
                                             f"{path.name} (expected)", f"{path.name} (actual)"))
         raise AssertionError(f"{path} differs (rerun with NETDSL_UPDATE_GOLDEN=1 if the change is intended):\n"
                              f"{diff}")
+
+
+# ----------------------------------------------------------------------------- parity with torchvision
+PARITY = FIXTURES / "parity"
+
+
+def parity_cases() -> list[tuple[Path, str, tuple[int, ...]]]:
+    """Every zoo network whose header names its torchvision counterpart (``# torchvision: resnet50()``), with
+    its input size (``# parity-input: 3x299x299``, else 3x224x224)."""
+    import re
+
+    out = []
+    for path in sorted(NETWORKS.glob("*.net")):
+        head = path.read_text(encoding="utf-8")[:3000]
+        m = re.search(r"^# torchvision: *(\w+\(.*\))\s*$", head, re.M)
+        if m:
+            shape = re.search(r"^# parity-input: *(\d+(?:x\d+)+)\s*$", head, re.M)
+            dims = tuple(int(d) for d in shape.group(1).split("x")) if shape else (3, 224, 224)
+            out.append((path, m.group(1), dims))
+    return out
+
+
+def parity_weights(net: netdsl.Network, seed: int) -> dict[str, np.ndarray]:
+    """netdsl's deterministic initial weights from ``seed``, with every batch norm given non-trivial statistics
+    and affine parameters drawn from ``seed + 1`` (the initial ones, mean 0 and variance 1, would hide a bn that
+    mixes them up). The same arrays whichever machine computes them: numpy's PCG64 stream."""
+    weights = dict(net.initial_weights(seed))
+    rng = np.random.default_rng(seed + 1)
+    ranges = {"weight": (0.5, 1.5), "bias": (-0.5, 0.5), "running_mean": (-0.5, 0.5), "running_var": (0.5, 2.0)}
+    for row in net.weight_table():
+        suffix = row["name"].rpartition(".")[2]
+        if row["op"] == "bn" and suffix in ranges:
+            low, high = ranges[suffix]
+            weights[row["name"]] = rng.uniform(low, high, row["shape"]).astype(np.float32)
+    return weights
+
+
+def parity_input(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """The input batch of a parity fixture: standard normal float32 from numpy's generator ``seed``."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -234,6 +234,7 @@ def test_trt_matches_onnxruntime_on_lenet(tmp_path):
     x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
     ref = net.session().run(image=x)
     out = net.session(engine="trt", device="cuda", cache_dir=str(tmp_path), batch_range=(1, 4, 8)).run(image=x)
+    assert list(ref) == ["logits"] and set(out) == set(ref)
     for k in ref:
         np.testing.assert_allclose(out[k], ref[k], rtol=1e-3, atol=1e-3)
 
