@@ -1,4 +1,4 @@
-"""Parity with torchvision (the acceptance test of the weights issue).
+"""Parity with torchvision: netdsl's zoo networks compute what torchvision's models compute.
 
 For every zoo file that names its torchvision counterpart in a header line
 ``# torchvision: resnet50()`` (a call on ``torchvision.models``; an optional
