@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 import netdsl
 
@@ -196,6 +197,7 @@ def check_golden(path: Path, actual: str) -> None:
 
 # ----------------------------------------------------------------------------- parity with torchvision
 PARITY = FIXTURES / "parity"
+FP32_TOL, FP16_TOL = 1e-4, 2e-2  # max |difference| <= TOL * max |logit| (docs/parity.md)
 
 
 def parity_cases() -> list[tuple[Path, str, tuple[int, ...]]]:
@@ -232,3 +234,22 @@ def parity_weights(net: netdsl.Network, seed: int) -> dict[str, np.ndarray]:
 def parity_input(shape: tuple[int, ...], seed: int) -> np.ndarray:
     """The input batch of a parity fixture: standard normal float32 from numpy's generator ``seed``."""
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def torchvision_model(ctor: str, seed: int = 0):
+    """torchvision's model from a zoo header's call, random weights from ``seed`` and random batch-norm statistics
+    (skips the test where torch or torchvision is missing)."""
+    torch = pytest.importorskip("torch", reason="parity tests need torch (optional)")
+    tvm = pytest.importorskip("torchvision.models", reason="parity tests need torchvision (optional)")
+    torch.manual_seed(seed)
+    model = eval(ctor, {"__builtins__": {}}, vars(tvm))  # noqa: S307 - a trusted header line of our zoo
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                mod.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                mod.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                mod.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+    return model.eval()

@@ -13,11 +13,10 @@ import json
 
 import numpy as np
 import pytest
-from helpers import PARITY, parity_cases, parity_input, parity_weights, run_onnx
+from helpers import FP32_TOL, PARITY, parity_cases, parity_input, parity_weights, run_onnx
 
 import netdsl
 
-FP32_TOL = 1e-4  # as tests/test_parity.py
 CASES = parity_cases()
 
 
