@@ -64,7 +64,8 @@ def test_lowering_text_shows_a_change(tmp_path, monkeypatch):
     golden = tmp_path / "resnet_block.txt"
     golden.write_text(onnx_text(netdsl.load(source).to_onnx(seed=0)), encoding="utf-8")
     changed = onnx_text(netdsl.load(source.replace("stride=2", "stride=1")).to_onnx(seed=0))
-    with pytest.raises(AssertionError, match=r"(?s)differs.*\n-.*strides: ints = \[2, 2\].*\n\+.*strides: ints = \[1, 1\]"):
+    shown = r"(?s)differs.*\n-.*strides: ints = \[2, 2\].*\n\+.*strides: ints = \[1, 1\]"
+    with pytest.raises(AssertionError, match=shown):
         check_golden(golden, changed)
 
 
