@@ -1,5 +1,5 @@
-"""`netdsl bench`: the CLI as a user runs it (subprocesses, CPU, tiny networks, short durations), the
-statistics it reports, and the timing loops it is built on."""
+"""`netdsl bench`: the CLI as a user runs it (in-process with captured streams, a subprocess for the terminal;
+CPU, tiny networks, short durations), the statistics it reports, and the timing loops it is built on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`netdsl compare` as a user runs it: subprocesses on the CPU, small networks.
+"""`netdsl compare` as a user runs it (in-process with captured streams): the CPU, small networks.
 
 On one CPU the honest sources of disagreement are compile-time variants of the same network
 (``+fp16`` rounds weights and activations to float16; ``+fold-bn`` changes the order of the
