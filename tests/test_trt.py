@@ -47,7 +47,10 @@ def _cuda_gpu() -> bool:
     return int(err) == 0 and count > 0
 
 
-GPU = HAS_TRT and _cuda_gpu()
+@pytest.fixture(scope="module")
+def gpu() -> bool:
+    """TensorRT, cuda-python and an NVIDIA GPU are all here (probed when a test asks, not at import)."""
+    return HAS_TRT and _cuda_gpu()
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -226,8 +229,9 @@ def test_build_rejects_a_bad_profile_before_anything_else():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not GPU, reason="needs TensorRT, cuda-python and an NVIDIA GPU")
-def test_trt_matches_onnxruntime_on_lenet(tmp_path):
+def test_trt_matches_onnxruntime_on_lenet(tmp_path, gpu):
+    if not gpu:
+        pytest.skip("needs TensorRT, cuda-python and an NVIDIA GPU")
     import numpy as np
 
     net = netdsl.load(ROOT / "networks" / "lenet5.net")
@@ -345,8 +349,9 @@ def test_concurrent_netdsl_builds_build_once(tmp_path):
 
 
 @NEEDS_RTX
-@pytest.mark.skipif(GPU, reason="checks the message shown on a machine without an NVIDIA GPU")
-def test_running_without_a_gpu_is_explained():
+def test_running_without_a_gpu_is_explained(gpu):
+    if gpu:
+        pytest.skip("checks the message shown on a machine without an NVIDIA GPU")
     pytest.importorskip("cuda.bindings", reason="needs cuda-python (optional package cuda-bindings)")
     rc, out, err = _cli("run", "networks/lenet5.net", "--engine", "trt", "--device", "cuda")
     assert rc == 1, err
