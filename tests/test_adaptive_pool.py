@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import ort_session
+from helpers import ort_session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -1,5 +1,5 @@
-"""`netdsl bench`: the CLI as a user runs it (subprocesses, CPU, tiny networks, short durations), the
-statistics it reports, and the timing loops it is built on."""
+"""`netdsl bench`: the CLI as a user runs it (in-process with captured streams, a subprocess for the terminal;
+CPU, tiny networks, short durations), the statistics it reports, and the timing loops it is built on."""
 
 from __future__ import annotations
 
@@ -38,12 +38,10 @@ SHORT = ("--duration", "0.2", "--warmup", "0.05", "--threads", "1")
 STAT_KEYS = {"iterations", "mean", "std", "min", "p50", "p90", "p99", "max"}
 
 
-def _cuda_usable() -> bool:
-    return probe("ort", "cuda")["ran"]
-
-
-CUDA = _cuda_usable()
-needs_gpu = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU")
+@pytest.fixture(scope="module")
+def cuda() -> bool:
+    """Whether ONNX Runtime runs a model on CUDA here (probed when a test asks, not at import)."""
+    return bool(probe("ort", "cuda")["ran"])
 
 
 @pytest.fixture
@@ -103,13 +101,13 @@ def test_table_output_and_no_progress_bar_without_a_terminal(tiny, run_cli):
 
 
 def test_progress_bar_goes_to_a_terminal_stderr_only(tiny):
-    from conftest import _cli_env
+    from helpers import cli_env
 
     def run(*extra: str) -> tuple[int, str, str]:
         master, slave = pty.openpty()
         proc = subprocess.Popen([sys.executable, "-m", "netdsl", "bench", str(tiny), "--duration", "0.5",
                                  "--warmup", "0.3", "--threads", "1", *extra], stdout=subprocess.PIPE,
-                                stderr=slave, env={**_cli_env(), "TERM": "xterm"})
+                                stderr=slave, env={**cli_env(), "TERM": "xterm"})
         os.close(slave)
         chunks = []
         while True:
@@ -178,10 +176,11 @@ def test_bad_options_exit_2_without_a_traceback(tiny, run_cli, args, message):
     assert "Traceback" not in err and out == ""
 
 
-@pytest.mark.skipif(CUDA, reason="CUDA works here; this checks the refusal on machines without it")
 @pytest.mark.parametrize("device, provider", [("cuda", "CUDAExecutionProvider"),
                                               ("tensorrt", "TensorrtExecutionProvider")])
-def test_gpu_device_without_cuda_stops_instead_of_falling_back(tiny, run_cli, device, provider):
+def test_gpu_device_without_cuda_stops_instead_of_falling_back(tiny, run_cli, device, provider, cuda):
+    if cuda:
+        pytest.skip("CUDA works here; this checks the refusal on machines without it")
     rc, out, err = run_cli("bench", tiny, "--device", device, *SHORT)
     assert rc == 1
     assert f"--device {device} needs ONNX Runtime's {provider}" in err
@@ -229,13 +228,15 @@ def test_the_table_of_a_gpu_report_shows_copies_apart(capsys):
 
 
 @pytest.mark.gpu
-@needs_gpu
-def test_cuda_bench_reports_device_compute_and_copies(tiny, run_cli):
+def test_cuda_bench_reports_device_compute_and_copies(tiny, run_cli, cuda):
+    if not cuda:
+        pytest.skip("needs an NVIDIA GPU")
     rc, out, err = run_cli("bench", tiny, "--device", "cuda", "--batch", "1,8", "--duration", "0.4",
                            "--warmup", "0.2", "--json")
     assert rc == 0, err
     r = json.loads(out)
     assert "CUDAExecutionProvider" in r["providers"][0] and "IO binding" in r["timing"]
+    assert [x["batch"] for x in r["results"]] == [1, 8]
     for x in r["results"]:
         _check_stats(x["latency_ms"])
         w = x["with_copies"]
@@ -298,7 +299,8 @@ def test_time_calls_runs_for_the_duration_and_the_minimum_count():
 def test_time_calls_reports_progress_outside_the_timed_window():
     seen = []
     time_calls(lambda: sum(range(1000)), 0.5, 1, progress=lambda t, n: seen.append((t, n)))
-    assert seen and all(0 < t <= 0.6 for t, _ in seen)
+    assert seen and all(t > 0 for t, _ in seen)  # no upper bound: a loaded machine may pause the loop anywhere
+    assert [t for t, _ in seen] == sorted(t for t, _ in seen)
     assert [n for _, n in seen] == sorted(n for _, n in seen)
 
 

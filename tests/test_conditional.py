@@ -11,7 +11,7 @@ only is the reference resolved. Together they give optional heads, e.g. GoogLeNe
 from __future__ import annotations
 
 import pytest
-from conftest import dedent
+from helpers import dedent
 
 import netdsl
 from netdsl import syntax as S
@@ -130,7 +130,7 @@ def test_if_is_a_keyword_after_an_element():
 
 
 def test_googlenet_aux_heads_are_optional():
-    from conftest import NETWORKS
+    from helpers import NETWORKS
 
     plain = netdsl.load(str(NETWORKS / "googlenet.net"))
     aux = netdsl.load(str(NETWORKS / "googlenet.net"), args={"aux": 1})

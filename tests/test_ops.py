@@ -12,7 +12,7 @@ import math
 import numpy as np
 import onnx
 import pytest
-from conftest import actual_shapes, dedent
+from helpers import actual_shapes, dedent
 
 import netdsl
 from netdsl.errors import SemanticError

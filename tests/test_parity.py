@@ -1,4 +1,4 @@
-"""Parity with torchvision (the acceptance test of the weights issue).
+"""Parity with torchvision: netdsl's zoo networks compute what torchvision's models compute.
 
 For every zoo file that names its torchvision counterpart in a header line
 ``# torchvision: resnet50()`` (a call on ``torchvision.models``; an optional
@@ -22,43 +22,13 @@ cleanly when they are absent.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-NETWORKS = Path(__file__).resolve().parent.parent / "networks"
-FP32_TOL, FP16_TOL = 1e-4, 2e-2
+from helpers import FP16_TOL, FP32_TOL, parity_cases, torchvision_model
 
 
 def _cases():
-    out = []
-    for path in sorted(NETWORKS.glob("*.net")):
-        head = path.read_text(encoding="utf-8")[:3000]
-        m = re.search(r"^# torchvision: *(\w+\(.*\))\s*$", head, re.M)
-        if m:
-            shape = re.search(r"^# parity-input: *(\d+(?:x\d+)+)\s*$", head, re.M)
-            dims = tuple(int(d) for d in shape.group(1).split("x")) if shape else (3, 224, 224)
-            out.append(pytest.param(path, m.group(1), dims, id=path.stem))
-    return out
-
-
-def _torch_model(ctor: str, seed: int = 0):
-    torch = pytest.importorskip("torch", reason="parity tests need torch (optional)")
-    tvm = pytest.importorskip("torchvision.models", reason="parity tests need torchvision (optional)")
-    torch.manual_seed(seed)
-    model = eval(ctor, {"__builtins__": {}}, vars(tvm))  # noqa: S307 - a trusted header line of our zoo
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-                mod.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                mod.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                mod.bias.copy_(torch.rand(n, generator=gen) - 0.5)
-    return model.eval()
+    return [pytest.param(path, ctor, dims, id=path.stem) for path, ctor, dims in parity_cases()]
 
 
 @pytest.mark.torch
@@ -68,7 +38,7 @@ def test_parity_with_torchvision(path, ctor, dims, tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch", reason="parity tests need safetensors")
     import netdsl
 
-    model = _torch_model(ctor)
+    model = torchvision_model(ctor)
     ckpt = tmp_path / "w.safetensors"
     safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
     x = torch.randn(2, *dims, generator=torch.Generator().manual_seed(7))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_parity import FP16_TOL, FP32_TOL, _torch_model
+from helpers import FP16_TOL, FP32_TOL, torchvision_model
 
 GOOGLENET = Path(__file__).resolve().parent.parent / "networks" / "googlenet.net"
 
@@ -27,7 +27,7 @@ def test_googlenet_aux_outputs_match_torchvision(tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch", reason="parity tests need safetensors")
     import netdsl
 
-    model = _torch_model("googlenet(aux_logits=True, init_weights=False)")
+    model = torchvision_model("googlenet(aux_logits=True, init_weights=False)")
     assert not model.training
     ckpt = tmp_path / "w.safetensors"
     safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))

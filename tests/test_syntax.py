@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import actual_shapes, declared_shapes, dedent
+from helpers import actual_shapes, declared_shapes, dedent
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

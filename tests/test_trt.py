@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import _cli_env, hide_modules, run_netdsl
+from helpers import cli_env, hide_modules, run_netdsl
 
 import netdsl
 from netdsl.engines.trt import (
@@ -47,7 +47,10 @@ def _cuda_gpu() -> bool:
     return int(err) == 0 and count > 0
 
 
-GPU = HAS_TRT and _cuda_gpu()
+@pytest.fixture(scope="module")
+def gpu() -> bool:
+    """TensorRT, cuda-python and an NVIDIA GPU are all here (probed when a test asks, not at import)."""
+    return HAS_TRT and _cuda_gpu()
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -226,14 +229,16 @@ def test_build_rejects_a_bad_profile_before_anything_else():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not GPU, reason="needs TensorRT, cuda-python and an NVIDIA GPU")
-def test_trt_matches_onnxruntime_on_lenet(tmp_path):
+def test_trt_matches_onnxruntime_on_lenet(tmp_path, gpu):
+    if not gpu:
+        pytest.skip("needs TensorRT, cuda-python and an NVIDIA GPU")
     import numpy as np
 
     net = netdsl.load(ROOT / "networks" / "lenet5.net")
     x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
     ref = net.session().run(image=x)
     out = net.session(engine="trt", device="cuda", cache_dir=str(tmp_path), batch_range=(1, 4, 8)).run(image=x)
+    assert list(ref) == ["logits"] and set(out) == set(ref)
     for k in ref:
         np.testing.assert_allclose(out[k], ref[k], rtol=1e-3, atol=1e-3)
 
@@ -331,7 +336,7 @@ def test_concurrent_netdsl_builds_build_once(tmp_path):
     """Three processes ask for the same engine at once: one builds, the others wait and read its plan."""
     import subprocess
 
-    env = _cli_env()
+    env = cli_env()
     procs = [subprocess.Popen([sys.executable, "-m", "netdsl", "build", "networks/resnet18.net", "--cache-dir",
                                str(tmp_path / "cache"), "-o", str(tmp_path / f"{i}.plan")], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
@@ -344,8 +349,9 @@ def test_concurrent_netdsl_builds_build_once(tmp_path):
 
 
 @NEEDS_RTX
-@pytest.mark.skipif(GPU, reason="checks the message shown on a machine without an NVIDIA GPU")
-def test_running_without_a_gpu_is_explained():
+def test_running_without_a_gpu_is_explained(gpu):
+    if gpu:
+        pytest.skip("checks the message shown on a machine without an NVIDIA GPU")
     pytest.importorskip("cuda.bindings", reason="needs cuda-python (optional package cuda-bindings)")
     rc, out, err = _cli("run", "networks/lenet5.net", "--engine", "trt", "--device", "cuda")
     assert rc == 1, err

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, dedent, ort_session
+from helpers import REPO, dedent, ort_session
 
 import netdsl
 from netdsl.checkpoint import read_checkpoint, write_checkpoint

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import dedent
+from helpers import dedent
 
 import netdsl
 from netdsl.errors import NetdslSyntaxError, SemanticError

@@ -14,7 +14,7 @@ The overhead is a fixed cost per call (it depends on the number of inputs and ou
 network), so the small network, whose calls take tens of µs, resolves it precisely; on resnet50 the
 same microseconds disappear in the run-to-run noise of a 30 ms call.
 
-Target (issue 3): ratio below 1.02 at batch 1 on resnet50.
+Target: ratio below 1.02 at batch 1 on resnet50.
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ def test_external_data_round_trips_to_the_same_weights(tmp_path):
     assert sorted(os.path.basename(f) for f in files) == ["m.onnx", "m.onnx.data"]
     model = onnx.load(str(tmp_path / "m.onnx"))  # loads the external data
     got = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for name, value in net.initial_weights(seed=2).items():
+    want = net.initial_weights(seed=2)
+    assert set(got) == set(want) and want
+    for name, value in want.items():
         np.testing.assert_array_equal(got[name], value)
 
 

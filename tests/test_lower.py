@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import onnx
 import pytest
-from conftest import NETWORKS, actual_shapes, dedent, ort_session, random_feeds
+from helpers import NETWORKS, actual_shapes, dedent, ort_session, random_feeds
 
 import netdsl
 from netdsl.lower import MIN_OPSET, max_opset
