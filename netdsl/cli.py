@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from . import __version__
 from .errors import NetdslError, UsageError
@@ -63,8 +64,7 @@ def load_network(args: argparse.Namespace, *, quiet: bool = False):
     """Load and check the network named by the common options; prints its warnings to stderr."""
     from .network import load
 
-    net = load(args.file if args.file.endswith(".net") or os.path.exists(args.file) else args.file,
-               network=args.network, args=parse_args_kv(args.arg))
+    net = load(Path(args.file), network=args.network, args=parse_args_kv(args.arg))  # FILE is always a path
     if not quiet:
         print_diagnostics(net.warnings)
     return net
