@@ -324,7 +324,7 @@ class _Builder(Transformer_NonRecursive):
         parts = text.split("x")
         for p in parts:
             if len(p) > MAX_LITERAL_DIGITS:
-                raise NetdslSyntaxError(f"integer literal of {len(p):,} digits is too large (at most "
+                raise NetdslSyntaxError(f"integer literal of {len(p):,} digits is too long (at most "
                                         f"{MAX_LITERAL_DIGITS} digits)", span)
         return tuple(int(p) for p in parts)
 
