@@ -97,7 +97,10 @@ def test_random_tokens(folder, data):
 
 # ----------------------------------------------------------------------------- mutated zoo networks
 SNIPPETS = ["#", "##", "->", "|", "<", ">", "(", ")", "{", "}", "x", "x 2", "0", "9" * 30, "@", ",", ":", "=", "\n",
-            "\r", "\t", " ", "/", "//", "-", "+", "*", '"', "\ufeff", "é", "if 0", "as i"]
+            "\r", "\t", " ", "/", "//", "-", "+", "*", '"', "\ufeff", "é", "if 0", "as i", "9" * 4400]
+LINES = ["#" * 200 + "\n", "    # see #1 and #2 ## ### #### #####\n", "    conv " + "9" * 4400 + " 1x1\n",
+         "    relu" + " -> relu" * 300 + "\n", "    conv " + " + ".join(["1"] * 600) + " 1x1\n",
+         "    " + "(" * 150 + "relu" + ")" * 150 + "\n", "\n", "    -> relu\n", "    | relu\n", "    >\n", "}\n"]
 
 
 @st.composite
@@ -108,10 +111,12 @@ def mutated_zoo(draw) -> bytes:
         if not lines:
             lines = ["\n"]
         i = draw(st.integers(0, len(lines) - 1))
-        kind = draw(st.sampled_from(["delete_line", "duplicate_line", "move_line", "delete_chars", "insert",
-                                     "duplicate_chars"]))
+        kind = draw(st.sampled_from(["delete_line", "duplicate_line", "move_line", "insert_line", "delete_chars",
+                                     "insert", "duplicate_chars"]))
         line = lines[i]
-        if kind == "delete_line":
+        if kind == "insert_line":
+            lines.insert(i, draw(st.sampled_from(LINES)))
+        elif kind == "delete_line":
             del lines[i]
         elif kind == "duplicate_line":
             lines.insert(i, line)
