@@ -16,6 +16,7 @@ from .errors import DiagnosticBag, SemanticError, UsageError
 from .ops import MERGES, OPS
 
 MAX_IMPORT_DEPTH = 32
+_EMPTY = '""'  # an empty import path, as messages show it
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
                 continue
             target, problem = _import_target(directory, imp.path)
             if problem is not None:
-                bag.error(f"cannot import {imp.path}: {problem}", imp.span)
+                bag.error(f"cannot import {imp.path or _EMPTY}: {problem}", imp.span)
                 continue
             key = os.path.realpath(target)
             if key in stack:

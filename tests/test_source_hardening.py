@@ -359,7 +359,8 @@ def _import_error(tmp_path: Path, import_path: str, capsys, name: str = "main.ne
     main = _main(tmp_path, import_path, name)
     rc, out, err = check_in_process(str(main), capsys)
     assert rc == 1 and out == "", err
-    assert err.startswith(f"{main}:1:1: error: cannot import {import_path}: "), err
+    shown = import_path or '""'
+    assert err.startswith(f"{main}:1:1: error: cannot import {shown}: "), err
     assert "Traceback" not in err and "internal error" not in err
     return err.splitlines()[0]
 
