@@ -16,6 +16,7 @@ from .errors import DiagnosticBag, SemanticError, UsageError
 from .ops import MERGES, OPS
 
 MAX_IMPORT_DEPTH = 32
+_EMPTY = '""'  # an empty import path, as messages show it
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,15 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
     def visit(text: str, shown: str, directory: str | None, stack: tuple[str, ...]) -> S.Module:
         shown_as[stack[-1]] = shown
         hasher.update(text.encode("utf-8"))
-        module = S.parse(text, shown)
+        module = S.parse(text, shown, quote=directory is None or shown.endswith(".net"))
         for imp in module.imports:
             if directory is None:
                 bag.error("`import` needs a file on disk: this source was given as text", imp.span)
                 continue
-            target = os.path.normpath(os.path.join(directory, imp.path))
+            target, problem = _import_target(directory, imp.path)
+            if problem is not None:
+                bag.error(f"cannot import {imp.path or _EMPTY}: {problem}", imp.span)
+                continue
             key = os.path.realpath(target)
             if key in stack:
                 cycle = " -> ".join(shown_as[k] for k in (*stack[stack.index(key):], key))
@@ -52,14 +56,17 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
             if len(stack) >= MAX_IMPORT_DEPTH:
                 bag.error("imports nest too deep", imp.span)
                 continue
-            if not os.path.isfile(target):
-                what = "a directory, not a file" if os.path.isdir(target) else "no such file"
-                where = "" if _shown(target) == imp.path else f" {_shown(target)}"
-                bag.error(f"cannot import {imp.path}: {what}{where} (an import is relative to the directory of "
-                          f"the file that imports it)", imp.span)
+            try:
+                data = S.read_source_bytes(key)  # the resolved path: what was checked is what is read
+            except S.UnreadableSource as exc:
+                what = exc.reason
+                if exc.missing:
+                    where = "" if _shown(target) == imp.path else f" {_shown(target)}"
+                    what += f"{where} (an import is relative to the directory of the file that imports it)"
+                bag.error(f"cannot import {imp.path}: {what}", imp.span)
                 continue
             loaded.add(key)
-            visit(S.read_source(target), _shown(target), os.path.dirname(target), (*stack, key))
+            visit(S.decode_source(data, _shown(target)), _shown(target), os.path.dirname(target), (*stack, key))
         for b in module.blocks:
             if b.name in blocks:
                 bag.error(f"block `{b.name}` is defined twice (first at {blocks[b.name].span})", b.span)
@@ -77,6 +84,34 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
     main = visit(source, path, base_dir, (key,))
     bag.raise_if_errors(SemanticError)
     return Program(main, blocks, hasher.hexdigest())
+
+
+def _import_target(directory: str, name: str) -> tuple[str, str | None]:
+    """The path an ``import "name"`` in a file of ``directory`` reads, or why it may not be read.
+
+    An import names a ``.net`` file inside the importing file's directory or below it, symbolic links
+    resolved: nothing outside that tree is ever opened, and no other kind of file is read (an error about it
+    would quote it). Decided from the path alone, so a refusal says nothing about what is on the disk there.
+    """
+    if not name.strip():
+        return "", "the path is empty (expected e.g. `import \"lib/blocks.net\"`)"
+    target = os.path.normpath(os.path.join(directory, name))
+    root = os.path.realpath(directory)
+    real = os.path.realpath(target)
+    if os.path.isabs(name) or not _inside(real, root) or not _inside(os.path.abspath(target),
+                                                                       os.path.abspath(directory)):
+        return target, (f"it is outside the directory of the importing file ({_shown(root)}); an import may only "
+                        f"name a file in that directory or below it")
+    if not name.endswith(".net") or not real.endswith(".net"):
+        return target, "not a .net file (only .net sources can be imported)"
+    return target, None
+
+
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives
+        return False
 
 
 def _check_params(b: S.BlockDef, bag: DiagnosticBag) -> None:
@@ -114,11 +149,16 @@ def _shown(path: str) -> str:
 
 
 def read(path_or_source: str | os.PathLike) -> tuple[str, str, str | None]:
-    """(source text, path to show, directory for imports) from a path or a source string."""
+    """(source text, path to show, directory for imports) from a path or a source string.
+
+    A path-like object is a path. A string is source text when it spans lines or holds a `{` (every network
+    and block has a body); otherwise it names a file, which must then exist.
+    """
     if isinstance(path_or_source, os.PathLike) or (
-            isinstance(path_or_source, str) and "\n" not in path_or_source and
-            (path_or_source.endswith(".net") or os.path.exists(path_or_source))):
+            isinstance(path_or_source, str) and "\n" not in path_or_source and path_or_source.strip() and
+            (path_or_source.endswith(".net") or os.path.exists(path_or_source) or "{" not in path_or_source)):
         p = Path(path_or_source)
-        text = S.read_source(p)
-        return text, str(path_or_source), str(p.resolve().parent)
-    return str(path_or_source), "<string>", None
+        shown = str(path_or_source)
+        text = S.read_source(p, quote=shown.endswith(".net"))
+        return text, shown, str(p.resolve().parent)
+    return str(path_or_source).removeprefix("\ufeff"), "<string>", None

@@ -17,12 +17,22 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lark import PostLex
+from lark.visitors import Transformer_NonRecursive
 
 from .errors import NetdslSyntaxError, SourceFile, Span
 
+# Limits on one source file, each checked before the work it bounds: the bytes read, then (before the lexer
+# runs) line length and a lower bound of the token count, then (while lexing) the exact token count, then
+# (on the parse tree, before the syntax tree is built) how deep expressions and brackets nest.
 MAX_SOURCE_BYTES = 10 * 1024 * 1024
+MAX_LINE_CHARS = 1_000_000  # also bounds the longest token, whose regular expression match costs memory
+MAX_TOKENS = 100_000  # the largest network of the zoo has 700; parsing this many takes seconds
+MAX_EXPR_DEPTH = 512  # operators nested in one expression: `1 + 1 + ... + 1` of 513 terms
+MAX_NESTING = 100  # groups and composites nested in one another
+MAX_LITERAL_DIGITS = 100  # any larger integer is over every limit of the later stages anyway
 
 
 # ----------------------------------------------------------------------------- expressions
@@ -235,7 +245,25 @@ def _grammar_text() -> str:
 def _parser() -> Lark:
     grammar = _grammar_text()
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                start=["start", "expr"], cache=_parser_cache(grammar))
+                start=["start", "expr"], cache=_parser_cache(grammar), postlex=_CountTokens())
+
+
+class _TooManyTokens(Exception):
+    def __init__(self, token: Token):
+        super().__init__(token)
+        self.token = token
+
+
+class _CountTokens(PostLex):
+    """Stops the parse at token MAX_TOKENS + 1, before the parse tree of a huge source is built."""
+
+    always_accept = ()
+
+    def process(self, stream):
+        for n, token in enumerate(stream, 1):
+            if n > MAX_TOKENS:
+                raise _TooManyTokens(token)
+            yield token
 
 
 def _parser_cache(grammar: str) -> str | bool:
@@ -276,8 +304,12 @@ def _tok_span(path: str, tok: Token) -> Span:
 
 
 @v_args(meta=True)
-class _Builder(Transformer):
-    """Lark tree -> dataclasses. Builds only; checks nothing."""
+class _Builder(Transformer_NonRecursive):
+    """Lark tree -> dataclasses. Builds only; checks nothing but the length of integer literals.
+
+    Non-recursive: a tree as deep as the limits allow (:func:`_check_depth`) never meets Python's recursion
+    limit here.
+    """
 
     def __init__(self, path: str):
         super().__init__()
@@ -287,8 +319,17 @@ class _Builder(Transformer):
         return _span(self.path, meta)
 
     # expressions
+    def _ints(self, text: str, span: Span) -> tuple[int, ...]:
+        """The numbers of a literal such as ``3x224x224`` (or ``42``)."""
+        parts = text.split("x")
+        for p in parts:
+            if len(p) > MAX_LITERAL_DIGITS:
+                raise NetdslSyntaxError(f"integer literal of {len(p):,} digits is too long (at most "
+                                        f"{MAX_LITERAL_DIGITS} digits)", span)
+        return tuple(int(p) for p in parts)
+
     def int(self, meta, c):
-        return Num(int(c[0]), self._s(meta))
+        return Num(self._ints(str(c[0]), self._s(meta))[0], self._s(meta))
 
     def float(self, meta, c):
         return Num(float(c[0]), self._s(meta))
@@ -308,12 +349,12 @@ class _Builder(Transformer):
         return Neg(c[0], self._s(meta))
 
     def dims(self, meta, c):
-        return Dims(tuple(int(v) for v in str(c[0]).split("x")), self._s(meta))
+        return Dims(self._ints(str(c[0]), self._s(meta)), self._s(meta))
 
     def stride(self, meta, c):
         v = c[0]
         if isinstance(v, Token):
-            v = Dims(tuple(int(x) for x in str(v).split("x")), _tok_span(self.path, v))
+            v = Dims(self._ints(str(v), _tok_span(self.path, v)), _tok_span(self.path, v))
         return Stride(v, self._s(meta))
 
     def tuple(self, meta, c):
@@ -367,7 +408,7 @@ class _Builder(Transformer):
 
     # statements
     def shape(self, meta, c):
-        return tuple(int(v) for v in str(c[0]).split("x"))
+        return self._ints(str(c[0]), self._s(meta))
 
     def input_option(self, meta, c):
         name, value = c
@@ -423,6 +464,9 @@ def _template_parts(text: str, span: Span) -> tuple[str | Expr, ...]:
             parts.append(text[pos:start])
         inner = text[start + 1:end]
         col = span.column + 1 + start + 1  # the quote, then the brace
+        if len(inner) > MAX_LITERAL_DIGITS:  # keeps the expression shallow and its literals short
+            raise NetdslSyntaxError(f"`{{...}}` in a name template holds {len(inner):,} characters, more than the "
+                                    f"{MAX_LITERAL_DIGITS} allowed", span)
         try:
             tree = _parser().parse(inner, start="expr")
             expr = _Builder(span.source or span.path).transform(tree)
@@ -576,21 +620,26 @@ def _too_deep(path: str, text: str) -> NetdslSyntaxError:
                              f"or the groups", Span(path, line, col, line, col + 1))
 
 
-def parse(text: str, path: str = "<string>") -> Module:
-    """Parse one file's text into a :class:`Module`. Raises NetdslSyntaxError."""
-    source = SourceFile(path, text)  # spans made from it quote this text
+def parse(text: str, path: str = "<string>", *, quote: bool = True) -> Module:
+    """Parse one file's text into a :class:`Module`. Raises NetdslSyntaxError.
+
+    ``quote``: whether diagnostics may quote lines of ``text`` (false for a file that is not a ``.net`` source).
+    """
+    source = SourceFile(path, text) if quote else path  # spans made from a SourceFile quote its text
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise NetdslSyntaxError(f"source is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB",
                                 Span(source, 1, 1, 1, 2))
     if "\t" in text:
         text = text.replace("\t", " ")  # columns count characters; tabs would misplace carets
     try:
-        tree = _parser().parse(text + "\n", start="start")
+        tree = _parse_tree(text, source)
         items = _Builder(source).transform(tree)
     except UnexpectedInput as exc:
         raise _syntax_error(source, text, exc) from None
-    except VisitError as exc:  # pragma: no cover - the builder raises nothing of its own
-        raise exc.orig_exc from None
+    except VisitError as exc:  # a literal too long, or a name template that is not an expression
+        while isinstance(exc, VisitError):
+            exc = exc.orig_exc
+        raise exc from None
     except RecursionError:
         raise _too_deep(source, text) from None
     imports = tuple(i for i in items if isinstance(i, Import))
@@ -599,20 +648,160 @@ def parse(text: str, path: str = "<string>") -> Module:
     return Module(path, imports, blocks, networks)
 
 
-def read_source(path: str | os.PathLike) -> str:
-    """Read a .net file as UTF-8 text, turning OS and decoding failures into NetdslErrors."""
-    p = Path(path)
+def _parse_tree(text: str, path: str) -> Tree:
+    """Lark's parse tree of a file's text, after the cheap limits, while counting tokens, then checked for depth."""
+    _check_line_length(text, path)
+    code = _blank_comments(text)
+    _check_token_bound(code, path)
+    try:
+        tree = _parser().parse(code + "\n", start="start")
+    except _TooManyTokens as exc:
+        raise NetdslSyntaxError(_TOO_MANY_TOKENS, _tok_span(path, exc.token)) from None
+    _check_depth(tree, path)
+    return tree
+
+
+_TOO_MANY_TOKENS = (f"the source has more than {MAX_TOKENS:,} tokens (names, numbers, symbols), the limit of one "
+                    f"file; split it into files that `import` each other")
+_STRING_OR_COMMENT = re.compile(r'"[^"\n]*"|#[^\n]*')
+_TOKENISH = re.compile(r'"[^"\n]*"|[^ \t\f\r\n"]+|"')  # each match holds at least one token
+_LONG_LINE = re.compile(r"(?:^|\n)([^\n]{" + str(MAX_LINE_CHARS + 1) + "})")  # tries only at line starts: linear
+_EXPR_RULES = frozenset({"add", "sub", "mul", "floordiv", "mod", "neg", "eq", "ne", "lt", "le", "gt", "ge"})
+_NESTING_RULES = frozenset({"group", "composite"})
+
+
+def _blank_comments(text: str) -> str:
+    """``text`` with every comment replaced by spaces: lines and columns stay where they were, and the lexer
+    finds the end of a statement by scanning blanks only. A ``#`` inside a string is not a comment."""
+    if "#" not in text:
+        return text
+    return _STRING_OR_COMMENT.sub(lambda m: m[0] if m[0][0] == '"' else " " * len(m[0]), text)
+
+
+def _check_line_length(text: str, path: str) -> None:
+    if len(text) <= MAX_LINE_CHARS:
+        return
+    m = _LONG_LINE.search(text)
+    if m:
+        line = text.count("\n", 0, m.start(1)) + 1
+        raise NetdslSyntaxError(f"line is longer than {MAX_LINE_CHARS:,} characters", Span(path, line, 1, line, 2))
+
+
+def _check_token_bound(code: str, path: str) -> None:
+    """Refuse, before lexing, a source that certainly has more than MAX_TOKENS tokens."""
+    if len(code) - code.count(" ") - code.count("\n") <= MAX_TOKENS:  # a token takes at least one character
+        return
+    for n, m in enumerate(_TOKENISH.finditer(code), 1):
+        if n > MAX_TOKENS:
+            line = code.count("\n", 0, m.start()) + 1
+            col = m.start() - (code.rfind("\n", 0, m.start()) + 1) + 1
+            raise NetdslSyntaxError(_TOO_MANY_TOKENS, Span(path, line, col, line, col + 1))
+
+
+def _check_depth(tree: Tree, path: str) -> None:
+    """Refuse expressions and brackets nested deeper than the later passes (which recurse) can follow."""
+    stack = [(tree, 0, 0)]
+    while stack:
+        node, expr, nest = stack.pop()
+        expr = expr + 1 if node.data in _EXPR_RULES else 0
+        nest += node.data in _NESTING_RULES
+        if expr > MAX_EXPR_DEPTH:
+            raise NetdslSyntaxError(f"expression is too deep: more than {MAX_EXPR_DEPTH} operators nested in one "
+                                    f"another; split it (e.g. compute a part as a block parameter)",
+                                    _span(path, node.meta))
+        if nest > MAX_NESTING:
+            raise NetdslSyntaxError(f"nesting is too deep: more than {MAX_NESTING} levels of groups and "
+                                    f"composites here; flatten the groups or move a part into a block",
+                                    _span(path, node.meta))
+        stack.extend((c, expr, nest) for c in node.children if isinstance(c, Tree))
+
+
+class UnreadableSource(Exception):
+    """A source file that cannot be read as one: ``reason`` says why, for a message; ``missing`` when it does
+    not exist."""
+
+    def __init__(self, reason: str, missing: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.missing = missing
+
+
+def _not_regular(mode: int) -> UnreadableSource | None:
+    import stat
+
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return UnreadableSource("is a directory, not a .net file")
+    kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "")
+    return UnreadableSource("not a regular file" + (f" ({kind})" if kind else ""))
+
+
+_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+               | getattr(os, "O_BINARY", 0))
+
+
+def read_source_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a source file, reading at most MAX_SOURCE_BYTES + 1 of them.
+
+    Only a regular file is opened (a named pipe would block, a device never end), and it is checked again once
+    open, in case it was replaced in between. Raises :class:`UnreadableSource`.
+    """
+    try:
+        bad = _not_regular(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UnreadableSource("no such file", missing=True) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise UnreadableSource(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if bad is not None:
+        raise bad
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        raise UnreadableSource("no such file", missing=True) from None
+    except OSError as exc:
+        raise UnreadableSource(f"cannot read: {exc.strerror}") from None
+    chunks, size = [], 0
+    try:
+        st = os.fstat(fd)
+        bad = _not_regular(st.st_mode)
+        if bad is not None:
+            raise bad
+        if st.st_size <= MAX_SOURCE_BYTES:
+            while size <= MAX_SOURCE_BYTES:
+                chunk = os.read(fd, min(1 << 20, MAX_SOURCE_BYTES + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        else:
+            size = st.st_size
+    except OSError as exc:
+        raise UnreadableSource(f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_SOURCE_BYTES:
+        raise UnreadableSource(f"source is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB")
+    return b"".join(chunks)
+
+
+def read_source(path: str | os.PathLike, quote: bool = True) -> str:
+    """Read a .net file as UTF-8 text, turning OS and decoding failures into NetdslErrors.
+
+    ``quote``: whether the error about undecodable bytes may quote the line they are on.
+    """
     shown = str(path)
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise NetdslSyntaxError(f"{shown}: no such file") from None
-    except IsADirectoryError:
-        raise NetdslSyntaxError(f"{shown}: is a directory, not a .net file") from None
-    except OSError as exc:
-        raise NetdslSyntaxError(f"{shown}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_SOURCE_BYTES:
-        raise NetdslSyntaxError(f"{shown}: source is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB")
+        data = read_source_bytes(path)
+    except UnreadableSource as exc:
+        raise NetdslSyntaxError(f"{shown}: {exc.reason}") from None
+    return decode_source(data, shown, quote)
+
+
+def decode_source(data: bytes, shown: str, quote: bool = True) -> str:
+    """A source file's bytes as text: UTF-8, without a byte order mark."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -620,6 +809,6 @@ def read_source(path: str | os.PathLike) -> str:
         line = text.count("\n") + 1
         col = len(text) - (text.rfind("\n") + 1) + 1
         # quote the line, undecodable bytes shown as U+FFFD; not for binary files
-        where = SourceFile(shown, data.decode("utf-8", "replace")) if b"\0" not in data[:4096] else shown
+        where = SourceFile(shown, data.decode("utf-8", "replace")) if quote and b"\0" not in data[:4096] else shown
         raise NetdslSyntaxError(f"file is not UTF-8 text: byte 0x{data[exc.start]:02x} here cannot be decoded",
                                 Span(where, line, col, line, col + 1)) from None

@@ -228,7 +228,6 @@ MALFORMED = {
                     "blocks call each other more than 64 deep"),
     "only_comment": (b"# nothing here\n", "defines no `network`"),
     "unbalanced": (b"network t {\n    input image: 3x8x8\n    residual< relu | relu | >\n}}}\n", "error:"),
-    "bom": (b"\xef\xbb\xbfnetwork t {\n    input image: 3x8x8\n    relu\n}\n", "error:"),
 }
 
 

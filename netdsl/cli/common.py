@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -98,7 +99,8 @@ def load_network(args: argparse.Namespace, path: str | None = None, *, quiet: bo
     """Load and check the network at ``path`` (default: the FILE argument); prints its warnings to stderr."""
     from ..network import load
 
-    net = load(args.file if path is None else path, network=args.network, args=parse_args_kv(args.arg))
+    # FILE is always a path, never source text
+    net = load(Path(args.file if path is None else path), network=args.network, args=parse_args_kv(args.arg))
     if not quiet:
         print_diagnostics(net.warnings)
     return net
