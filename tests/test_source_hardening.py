@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import _cli_env
+from helpers import cli_env as _cli_env
 
 import netdsl
 from netdsl import cli
