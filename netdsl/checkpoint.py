@@ -395,7 +395,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray])
 
     The bytes depend only on the tensors (names, dtypes, shapes, values) and their order.
     """
-    from .files import atomic_open
+    from .files import write_bytes, write_with
 
     p = Path(path)
     suffix = p.suffix.lower()
@@ -403,8 +403,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray])
         raise UsageError(f"{path}: weights are exported as .safetensors or .npz")
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     if suffix == ".npz":  # numpy stamps every member with a fixed date: the bytes are reproducible
-        with atomic_open(p) as f:
-            np.savez(f, **arrays)
+        write_with(p, lambda f: np.savez(f, **arrays))
         return
     try:
         from safetensors.numpy import save
@@ -412,5 +411,4 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray])
         raise WeightsError(f"{path}: writing .safetensors needs the `safetensors` package: pip install "
                            "safetensors (or export .npz)") from None
     data = save(arrays, metadata={"format": "pt"})  # "pt": torch's safetensors loaders accept it unchanged
-    with atomic_open(p) as f:
-        f.write(data)
+    write_bytes(p, data)

@@ -108,6 +108,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out = args.output or f"{net.name}.onnx"
     if os.path.isdir(out):
         raise UsageError(f"-o {out}: is a directory; give the path of the .onnx file to write")
+    from .files import refuse_overwrite
+
+    refuse_overwrite(out, (args.file, args.weights))
     external = {"auto": "auto", "always": True, "never": False}[args.external_data]
     from .cli_weights import dtype_options, report_fp16, resolve_weights
 
@@ -209,5 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the command as Ctrl-C does: temporary files are removed, exit 130
+
+
 def entry() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(main())
