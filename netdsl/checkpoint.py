@@ -317,7 +317,10 @@ def _check_torch_archive(p: Path) -> None:
     import zipfile
 
     if zipfile.is_zipfile(p):
-        _archive_members(p)
+        declared, size = sum(info.file_size for info in _archive_members(p)), p.stat().st_size
+        if declared > size:
+            raise _damaged(p, f"its members declare {declared} bytes, more than the file's {size}; PyTorch stores "
+                              "checkpoints uncompressed")
     return None
 
 
