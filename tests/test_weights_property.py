@@ -30,6 +30,8 @@ SMALL = dedent("""
 SUFFIXES = [".safetensors", ".npz", ".onnx", ".pt"]
 MEMORY_LIMIT = 32 * 2**20  # the valid files are a few KB; no input may make a reader take more than this
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+if HAS_TORCH:  # imported before any memory is measured
+    import torch  # noqa: F401
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
