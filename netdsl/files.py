@@ -176,7 +176,7 @@ class _Temporary:
             self.file = os.fdopen(fd, mode, buffering=1 << 20)  # large buffer: models are written in many pieces
         except BaseException:
             os.close(fd)
-            self.discard()
+            os.unlink(path)
             raise
 
     def commit(self, target: Path) -> None:
