@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +39,48 @@ _NARROW_FLOATS = ("bfloat16", "float8", "float6", "float4")  # ml_dtypes types n
 
 
 # ----------------------------------------------------------------------------- reading
-def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a weight file, by name, as numpy arrays (narrow floats widened to float32).
+@dataclass(frozen=True)
+class TensorHeader:
+    """What a weight file declares about one tensor, read before its data: shape, dtype (as numpy reads it; narrow
+    floats as float32) and the bytes its data takes in the file."""
 
-    Raises WeightsError for an unknown suffix, a missing or unreadable file, and a refused checkpoint.
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nbytes: int
+
+
+def read_headers(path: str | os.PathLike) -> dict[str, TensorHeader] | None:
+    """Every tensor's name, shape and dtype, read from the file's headers without reading any tensor data, after
+    checking that the sizes they declare agree with the file (so reading it takes memory in proportion to what it
+    declares, and no more). None for PyTorch checkpoints, whose shapes are known only by unpickling (their archive
+    is checked against the file's size). WeightsError for a file that is damaged or not of its format.
     """
+    p, fmt = _weight_file(path)
+    reader = {"safetensors": _headers_safetensors, "npz": _headers_npz, "onnx": _headers_onnx,
+              "torch": _check_torch_archive}[fmt]
+    return _reading(p, fmt, lambda: reader(p))
+
+
+def read_checkpoint(path: str | os.PathLike, names: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """Every tensor of a weight file (or those in ``names``), by name, as numpy arrays (narrow floats widened to
+    float32). The headers are checked first (:func:`read_headers`).
+
+    Raises WeightsError for an unknown suffix, a missing, unreadable or damaged file, and a refused checkpoint.
+    """
+    p, fmt = _weight_file(path)
+    headers = read_headers(p)
+    reader = {"safetensors": _read_safetensors, "npz": _read_npz, "onnx": _read_onnx, "torch": _read_torch}[fmt]
+    tensors = _reading(p, fmt, lambda: reader(p, None if names is None else set(names)))
+    out = {}
+    for name, value in tensors.items():
+        value = _widened(value)
+        if headers is not None and name in headers and tuple(value.shape) != headers[name].shape:  # pragma: no cover
+            raise WeightsError(f"{path}: `{name}` holds shape {value.shape}, not the {headers[name].shape} declared")
+        out[name] = value
+    return out
+
+
+def _weight_file(path: str | os.PathLike) -> tuple[Path, str]:
     p = Path(path)
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
@@ -53,19 +90,28 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsError(f"{path}: no such file")
     if not p.is_file():
         raise WeightsError(f"{path}: not a file")
-    reader = {"safetensors": _read_safetensors, "npz": _read_npz, "onnx": _read_onnx, "torch": _read_torch}[fmt]
+    return p, fmt
+
+
+def _reading(p: Path, fmt: str, read):
+    """``read()``, its failures as WeightsError."""
     try:
-        tensors = reader(p)
+        return read()
     except WeightsError:
         raise
     except MemoryError:
-        raise WeightsError(f"{path}: out of memory while reading") from None
+        raise WeightsError(f"{p}: out of memory while reading") from None
     except PermissionError as e:
-        raise WeightsError(f"{path}: cannot read: {e.strerror}") from None
+        raise WeightsError(f"{p}: cannot read: {e.strerror}") from None
+    except RecursionError:
+        raise WeightsError(f"{p}: not a readable {fmt} file (nested too deeply)") from None
     except Exception as e:  # noqa: BLE001 - each reader's library raises its own types for corrupt files
         detail = " ".join(str(e).split())[:200]
-        raise WeightsError(f"{path}: not a readable {fmt} file ({type(e).__name__}: {detail})") from None
-    return {name: _widened(value) for name, value in tensors.items()}
+        raise WeightsError(f"{p}: not a readable {fmt} file ({type(e).__name__}: {detail})") from None
+
+
+def _damaged(p: Path, what: str) -> WeightsError:
+    return WeightsError(f"{p}: not a readable {FORMATS[p.suffix.lower()]} file: {what}")
 
 
 def _widened(value: np.ndarray) -> np.ndarray:
@@ -75,9 +121,60 @@ def _widened(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _read_safetensors(p: Path) -> dict[str, np.ndarray]:
+_SAFETENSORS_DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
+                       "F16": "float16", "I32": "int32", "U32": "uint32", "F32": "float32", "F64": "float64",
+                       "I64": "int64", "U64": "uint64", "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
+_SAFETENSORS_HEADER_MAX = 100_000_000  # the safetensors library's own limit
+
+
+def _headers_safetensors(p: Path) -> dict[str, TensorHeader]:
+    """The safetensors header: an 8-byte little-endian length, then JSON {name: {dtype, shape, data_offsets}}."""
+    import json
+    import math
+
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise _damaged(p, f"{size} bytes, shorter than a safetensors header")
+        n = int.from_bytes(prefix, "little")
+        if n > min(size - 8, _SAFETENSORS_HEADER_MAX):
+            raise _damaged(p, f"its header declares {n} bytes, but the file holds {size - 8} after it")
+        text = f.read(n)
     try:
-        from safetensors.numpy import load_file
+        header = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        raise _damaged(p, "its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise _damaged(p, "its header is not a JSON object")
+    data_size = size - 8 - n
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list)
+                and all(type(d) is int and d >= 0 for d in entry["shape"])
+                and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+                and all(type(o) is int for o in entry["data_offsets"])):
+            raise _damaged(p, f"the header entry of `{name}` is not {{dtype, shape, data_offsets}}")
+        kind = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
+        begin, end = entry["data_offsets"]
+        shape = tuple(entry["shape"])
+        if not 0 <= begin <= end <= data_size:
+            raise _damaged(p, f"`{name}` lies at bytes {begin}..{end}, beyond the {data_size} bytes of data")
+        if kind is not None:
+            itemsize = kind if isinstance(kind, int) else np.dtype(kind).itemsize
+            if math.prod(shape) * itemsize != end - begin:
+                raise _damaged(p, f"`{name}` declares {math.prod(shape) * itemsize} bytes ({fmt_shape(shape)} "
+                                  f"{entry['dtype']}) but takes {end - begin}")
+        dtype = np.dtype(kind) if isinstance(kind, str) else np.dtype(np.float32)
+        out[name] = TensorHeader(shape, dtype, end - begin)
+    return out
+
+
+def _read_safetensors(p: Path, names: set[str] | None) -> dict[str, np.ndarray]:
+    try:
+        from safetensors import safe_open
     except ImportError:
         raise WeightsError(f"{p}: reading .safetensors needs the `safetensors` package: pip install safetensors"
                            ) from None
@@ -86,7 +183,8 @@ def _read_safetensors(p: Path) -> dict[str, np.ndarray]:
     except ImportError:
         pass
     try:
-        return dict(load_file(str(p)))
+        with safe_open(str(p), framework="numpy") as f:
+            return {name: f.get_tensor(name) for name in f.keys() if names is None or name in names}  # noqa: SIM118
     except (KeyError, TypeError) as e:  # no numpy type for BF16 / F8_* (old safetensors, or no ml_dtypes)
         if not re.search(r"bf16|bfloat16|f8|float8", str(e), re.I):
             raise
@@ -94,14 +192,66 @@ def _read_safetensors(p: Path) -> dict[str, np.ndarray]:
                            f"({' '.join(str(e).split())[:80]}): pip install -U safetensors ml_dtypes") from None
 
 
-def _read_npz(p: Path) -> dict[str, np.ndarray]:
+_DEFLATE_MAX_RATIO = 1032  # deflate expands data at most about 1032 times
+
+
+def _archive_members(p: Path):
+    """The members of a zip archive, each checked to take no more than its compressed size can hold."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
+        raise _damaged(p, f"not a readable zip archive ({' '.join(str(e).split())[:100]})") from None
+    for info in members:
+        stored = info.compress_type == zipfile.ZIP_STORED
+        if (stored and info.file_size != info.compress_size) or \
+                info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 1024:
+            raise _damaged(p, f"member `{info.filename}` declares {info.file_size} bytes, more than its "
+                              f"{info.compress_size} stored bytes can hold")
+    return members
+
+
+def _headers_npz(p: Path) -> dict[str, TensorHeader]:
+    import math
     import zipfile
 
     if not zipfile.is_zipfile(p):
         raise WeightsError(f"{p}: not an .npz archive (a zip file of .npy arrays, as numpy.savez writes)")
+    fmt = np.lib.format
+    out = {}
+    with zipfile.ZipFile(p) as z:
+        for info in _archive_members(p):
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            with z.open(info) as member:
+                try:
+                    version = fmt.read_magic(member)
+                except ValueError:
+                    raise WeightsError(f"{p}: member `{info.filename}` is not a .npy array; an .npz holds only the "
+                                       "arrays numpy.savez writes") from None
+                try:
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape, _, dtype = read(member)
+                except (ValueError, SyntaxError, TypeError) as e:
+                    raise _damaged(p, f"member `{info.filename}` has a malformed .npy header "
+                                      f"({' '.join(str(e).split())[:80]})") from None
+                start = member.tell()
+            if dtype.hasobject:
+                raise WeightsError(f"{p}: refused: it holds pickled Python objects, and loading them could run "
+                                   "code from the file; save plain numeric arrays")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if start + nbytes != info.file_size:
+                raise _damaged(p, f"member `{info.filename}` declares {nbytes} bytes of data ({fmt_shape(shape)} "
+                                  f"{dtype}) but holds {info.file_size - start}")
+            out[name] = TensorHeader(tuple(shape), dtype, nbytes)
+    return out
+
+
+def _read_npz(p: Path, names: set[str] | None) -> dict[str, np.ndarray]:
     try:
         with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files if names is None or k in names}
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise WeightsError(f"{p}: refused: it holds pickled Python objects, and loading them could run code "
@@ -109,20 +259,73 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
         raise
 
 
-def _read_onnx(p: Path) -> dict[str, np.ndarray]:
-    """The initializers of an ONNX model; netdsl's own lowering constants are skipped."""
+def _onnx_initializers(p: Path):
     import onnx
-    from onnx import numpy_helper
 
-    model = onnx.load(str(p), load_external_data=True)
+    model = onnx.load(str(p), load_external_data=False)
     if not model.graph.initializer:
         raise WeightsError(f"{p}: not an ONNX model with weights (it has no initializers)")
     own = model.producer_name == "netdsl"
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
-            if not (own and t.name.startswith(NETDSL_CONSTANT_PREFIX))}
+    return [t for t in model.graph.initializer if not (own and t.name.startswith(NETDSL_CONSTANT_PREFIX))]
 
 
-def _read_torch(p: Path) -> dict[str, np.ndarray]:
+def _headers_onnx(p: Path) -> dict[str, TensorHeader]:
+    import math
+
+    import onnx
+    from onnx import helper
+
+    out = {}
+    for t in _onnx_initializers(p):
+        shape = tuple(t.dims)
+        if any(d < 0 for d in shape):
+            raise _damaged(p, f"initializer `{t.name}` has a negative dimension")
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+        except (KeyError, TypeError, ValueError):
+            raise _damaged(p, f"initializer `{t.name}` has an unknown data type {t.data_type}") from None
+        nbytes = math.prod(shape) * dtype.itemsize
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in t.external_data}
+            try:
+                offset, length = int(info.get("offset", 0)), int(info.get("length", nbytes))
+            except ValueError:
+                raise _damaged(p, f"initializer `{t.name}` has a malformed external data entry") from None
+            data = p.parent / info.get("location", "")
+            size = data.stat().st_size if data.is_file() else 0
+            if length != nbytes or offset < 0 or offset + length > size:
+                raise _damaged(p, f"initializer `{t.name}` declares {nbytes} bytes at {info.get('location')!r}, "
+                                  f"whose {size} bytes do not hold them")
+        elif t.HasField("raw_data") and len(t.raw_data) != nbytes:
+            raise _damaged(p, f"initializer `{t.name}` declares {nbytes} bytes ({fmt_shape(shape)} {dtype}) but "
+                              f"holds {len(t.raw_data)}")
+        if dtype.name.startswith(_NARROW_FLOATS) or dtype.kind == "V":
+            dtype = np.dtype(np.float32)
+        out[t.name] = TensorHeader(shape, dtype, nbytes)
+    return out
+
+
+def _read_onnx(p: Path, names: set[str] | None) -> dict[str, np.ndarray]:
+    """The initializers of an ONNX model; netdsl's own lowering constants are skipped."""
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t, base_dir=str(p.parent)) for t in _onnx_initializers(p)
+            if names is None or t.name in names}
+
+
+def _check_torch_archive(p: Path) -> None:
+    """A PyTorch zip checkpoint's members must fit in the file (torch.save stores them uncompressed)."""
+    import zipfile
+
+    if zipfile.is_zipfile(p):
+        declared, size = sum(info.file_size for info in _archive_members(p)), p.stat().st_size
+        if declared > size:
+            raise _damaged(p, f"its members declare {declared} bytes, more than the file's {size}; PyTorch stores "
+                              "checkpoints uncompressed")
+    return None
+
+
+def _read_torch(p: Path, names: set[str] | None) -> dict[str, np.ndarray]:
     torch = lazy_import("torch", error=WeightsError, message=(
         f"{p}: reading PyTorch checkpoints needs PyTorch (pip install torch); or convert it where PyTorch is "
         "installed: safetensors.torch.save_file(state_dict, 'model.safetensors')"))
@@ -138,7 +341,8 @@ def _read_torch(p: Path) -> dict[str, np.ndarray]:
                            "tensors, and loading it could run code from the file. Save only the state_dict "
                            "(torch.save(model.state_dict(), path)), or convert it to safetensors where you trust "
                            "it") from None
-    return {name: _tensor_to_numpy(torch, value) for name, value in _state_dict_of(obj, p, torch).items()}
+    return {name: _tensor_to_numpy(torch, value) for name, value in _state_dict_of(obj, p, torch).items()
+            if names is None or name in names}
 
 
 def _state_dict_of(obj: object, p: Path, torch) -> Mapping[str, object]:
@@ -379,11 +583,28 @@ def _prefix_hint(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[str
 
 def load_weights(graph: Graph, path: str | os.PathLike, *, rules: Sequence[str] = (), allow_missing: bool = False,
                  seed: int = 0) -> BindResult:
-    """Read ``path``, rename its keys by ``rules``, and bind it strictly to ``graph``."""
+    """Read ``path``, rename its keys by ``rules``, and bind it strictly to ``graph``.
+
+    Names, shapes and dtypes are checked from the file's headers first: a file that disagrees with the network is
+    reported without reading any tensor data, and only the tensors the network uses are read.
+    """
     parsed = [Rename.parse(r) for r in rules]  # a malformed rule is reported before the file is read
-    tensors = read_checkpoint(path)
-    if parsed:
-        tensors = rename(tensors, parsed)
+    headers = read_headers(path)
+    if headers is None:
+        tensors = read_checkpoint(path)
+        return bind(graph, rename(tensors, parsed) if parsed else tensors, allow_missing=allow_missing, seed=seed,
+                    source=str(path))
+    declared = rename({name: (name, h) for name, h in headers.items()}, parsed)
+    expected = {name: spec for name, spec, _ in graph.weight_specs()}
+    placeholders = {new: np.broadcast_to(np.zeros((), h.dtype), h.shape) for new, (_, h) in declared.items()}
+    if any(new not in expected and not new.endswith(IGNORED_SUFFIXES) for new in declared) or \
+            any(h.shape != expected[new].shape or h.dtype.kind not in "fiu"
+                for new, (_, h) in declared.items() if new in expected) or \
+            (not allow_missing and any(name not in declared for name in expected)):
+        bind(graph, placeholders, allow_missing=allow_missing, seed=seed, source=str(path))  # raises the report
+    wanted = {old: new for new, (old, _) in declared.items() if new in expected}
+    values = read_checkpoint(path, names=set(wanted))
+    tensors = {new: values[old] if old in values else placeholders[new] for new, (old, _) in declared.items()}
     return bind(graph, tensors, allow_missing=allow_missing, seed=seed, source=str(path))
 
 
@@ -393,7 +614,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray])
 
     The bytes depend only on the tensors (names, dtypes, shapes, values) and their order.
     """
-    from .files import atomic_open
+    from .files import write_bytes, write_with
 
     p = Path(path)
     suffix = p.suffix.lower()
@@ -401,8 +622,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray])
         raise UsageError(f"{path}: weights are exported as .safetensors or .npz")
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     if suffix == ".npz":  # numpy stamps every member with a fixed date: the bytes are reproducible
-        with atomic_open(p) as f:
-            np.savez(f, **arrays)
+        write_with(p, lambda f: np.savez(f, **arrays))
         return
     try:
         from safetensors.numpy import save
@@ -410,5 +630,4 @@ def write_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray])
         raise WeightsError(f"{path}: writing .safetensors needs the `safetensors` package: pip install "
                            "safetensors (or export .npz)") from None
     data = save(arrays, metadata={"format": "pt"})  # "pt": torch's safetensors loaders accept it unchanged
-    with atomic_open(p) as f:
-        f.write(data)
+    write_bytes(p, data)

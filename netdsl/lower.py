@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -253,8 +253,7 @@ class LoweredModel:
 
     def to_proto(self, workers: int | None = None) -> onnx.ModelProto:
         """The whole model, every initializer in it."""
-        return self._assemble(numpy_helper.from_array(value, init.name)
-                              for init, value in computed(self.initializers, workers))
+        return self.assemble(self.tensors(workers))
 
     def serialized_size(self) -> int:
         """Length of :meth:`write`'s output, known without computing any weight."""
@@ -278,33 +277,13 @@ class LoweredModel:
         f.write(layout.tail)
         return layout.size
 
-    def external(self, f: BinaryIO, location: str, threshold: int = 1024, align: int = 4096,
-                 workers: int | None = None) -> onnx.ModelProto:
-        """Stream the data of initializers of ``threshold`` bytes or more to ``f`` (each at an offset that
-        is a multiple of ``align``, so runtimes can map them) and return the model referring to it as
-        ONNX external data at ``location``; smaller initializers stay in the model."""
-        offset = 0
+    def tensors(self, workers: int | None = None) -> Iterator[onnx.TensorProto]:
+        """Each initializer as a ``TensorProto``, computed as it is consumed (external data is written from
+        these by :func:`netdsl.files.save_model`)."""
+        return (numpy_helper.from_array(value, init.name) for init, value in computed(self.initializers, workers))
 
-        def tensors() -> Iterator[onnx.TensorProto]:
-            nonlocal offset
-            for init, value in computed(self.initializers, workers):
-                tensor = numpy_helper.from_array(value, init.name)
-                if len(tensor.raw_data) >= threshold:
-                    pad = (-offset) % align
-                    f.write(b"\0" * pad)
-                    offset += pad
-                    raw = tensor.raw_data
-                    f.write(raw)
-                    onnx.external_data_helper.set_external_data(tensor, location=location, offset=offset,
-                                                                length=len(raw))
-                    tensor.ClearField("raw_data")
-                    tensor.data_location = onnx.TensorProto.EXTERNAL
-                    offset += len(raw)
-                yield tensor
-
-        return self._assemble(tensors())
-
-    def _assemble(self, tensors) -> onnx.ModelProto:
+    def assemble(self, tensors: Iterable[onnx.TensorProto]) -> onnx.ModelProto:
+        """The model with ``tensors`` as its initializers."""
         model = onnx.ModelProto()
         model.CopyFrom(self.head)
         model.graph.MergeFrom(self.graph_front)

@@ -326,9 +326,12 @@ def _corrupt(kind: str, suffix: str, tmp_path: Path) -> Path:
 
 
 CORRUPT = {  # the library's own words follow in parentheses; they vary with its version, so only their type is pinned
-    ("garbage", ".safetensors"): "garbage.safetensors: not a readable safetensors file (SafetensorError: ",
-    ("truncated", ".safetensors"): "truncated.safetensors: not a readable safetensors file (SafetensorError: ",
-    ("empty", ".safetensors"): "empty.safetensors: not a readable safetensors file (SafetensorError: ",
+    ("garbage", ".safetensors"): "garbage.safetensors: not a readable safetensors file: its header declares "
+                                 "2338328219631577204 bytes, but the file holds 18 after it\n",
+    ("truncated", ".safetensors"): "truncated.safetensors: not a readable safetensors file: `fc.weight` lies at "
+                                   "bytes 16..2064, beyond the 1252 bytes of data\n",
+    ("empty", ".safetensors"): "empty.safetensors: not a readable safetensors file: 0 bytes, shorter than a "
+                               "safetensors header\n",
     ("garbage", ".npz"): "garbage.npz: not an .npz archive (a zip file of .npy arrays, as numpy.savez writes)\n",
     ("truncated", ".npz"): "truncated.npz: not an .npz archive (a zip file of .npy arrays, as numpy.savez writes)\n",
     ("empty", ".npz"): "empty.npz: not an .npz archive (a zip file of .npy arrays, as numpy.savez writes)\n",

@@ -88,5 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the command as Ctrl-C does: temporary files are removed, exit 130
+
+
 def entry() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(main())

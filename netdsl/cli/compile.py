@@ -53,6 +53,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         out = args.output or f"{net.name}.onnx"
         if os.path.isdir(out):
             raise UsageError(f"-o {out}: is a directory; give the path of the .onnx file to write")
+        from ..files import refuse_overwrite
+
+        refuse_overwrite(out, (args.file, args.weights))
 
     c = compilation(args, check=check, fold_bn=args.fold_bn)
     net = c.network

@@ -32,7 +32,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import write_checkpoint
+    from ..files import refuse_overwrite
 
+    refuse_overwrite(args.output, (args.file, args.weights))
     net = load_network(args)
     weights = resolve_weights(net, args)
     if weights is None:
