@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, dedent
+from helpers import REPO, dedent
 
 import netdsl
 from netdsl.errors import UsageError
@@ -172,7 +172,7 @@ def test_a_model_and_its_external_data_are_replaced_together_at_every_step(small
     old_files = net.save(out, seed=1, external_data=True)
     old = _outputs(out, feeds)
     new = netdsl.load(small).to_onnx(seed=2)
-    from conftest import ort_session
+    from helpers import ort_session
 
     new = ort_session(new).run(None, feeds)[0]
     assert not np.allclose(old, new)

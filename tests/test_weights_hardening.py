@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, dedent
+from helpers import REPO, dedent
 
 import netdsl
 from netdsl.checkpoint import load_weights, read_checkpoint, read_headers, write_checkpoint

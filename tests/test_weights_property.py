@@ -10,7 +10,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import dedent
+from helpers import dedent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
