@@ -9,9 +9,7 @@ use, so ``import netdsl.session`` or ``netdsl.engines`` loads the runtime withou
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import (  # noqa: E402
+from .errors import (
     EngineError,
     NetdslError,
     NetdslSyntaxError,
@@ -19,18 +17,21 @@ from .errors import (  # noqa: E402
     UsageError,
     WeightsError,
 )
+from .version import __version__
 
-_LAZY = {"load": "netdsl.network", "Network": "netdsl.network", "Session": "netdsl.api"}
+_LAZY = ("load", "Network", "Session")
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'netdsl' has no attribute {name!r}")
+    if name in ("load", "Network"):
+        from . import network as module
+    elif name == "Session":
+        from . import api as module
+    else:
+        raise AttributeError(f"module 'netdsl' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

@@ -280,7 +280,7 @@ def _time_bound(bound, batch: int, warmup: float, duration: float, min_iteration
 
 def versions(description: dict, engine: str) -> dict:
     """The versions a benchmark figure depends on: netdsl, Python, numpy, onnx and the engine's package."""
-    from . import __version__
+    from .version import __version__
 
     out = {"netdsl": __version__, "python": platform.python_version(), "numpy": np.__version__}
     with contextlib.suppress(ImportError):

@@ -165,8 +165,8 @@ def call_doctor(engine_cls) -> dict:
 
 def doctor_report() -> dict:
     """Everything `netdsl doctor` prints, as one JSON-able dict."""
-    from . import __version__
     from .engines.ort import OrtEngine
+    from .version import __version__
 
     ort = call_doctor(OrtEngine)
     dists = ort_distributions()

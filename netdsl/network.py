@@ -6,13 +6,13 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from . import __version__
 from .analysis import Summary, summarize
 from .elaborate import Elaborator
 from .errors import Diagnostic, UsageError
 from .graph import Graph
 from .loader import choose_network, load_program, read
 from .lower import DEFAULT_OPSET, MIN_OPSET, lower, lower_model, max_opset
+from .version import __version__
 
 if TYPE_CHECKING:  # numpy and onnx are imported when first needed: `netdsl check` never needs them
     import numpy as np

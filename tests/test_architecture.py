@@ -183,3 +183,23 @@ def test_the_runtime_loads_without_the_compiler(module):
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert module in loaded
     assert not set(COMPILER) & set(loaded), f"importing {module} loads {sorted(set(COMPILER) & set(loaded))}"
+
+
+def test_ops_import_nothing_above_them():
+    """Ops are the bottom of the compiler: they lower through a protocol and never import the graph, the
+    lowering or anything else of netdsl beyond the errors."""
+    ops = [m for m in MODULES if m == "netdsl.ops" or m.startswith("netdsl.ops.")]
+    assert len(ops) > 3
+    wrong = [f"{m} imports {t}" for m in ops for t in GRAPH[m]
+             if not (t == "netdsl.ops" or t.startswith("netdsl.ops.") or t == "netdsl.errors")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_check_loads_no_runtime_command():
+    """`netdsl check` loads the compile commands only: no other command module, no numpy."""
+    code = ("import sys, netdsl.cli as c; rc = c.main(['check', '-q', 'networks/lenet5.net']); "
+            "print(rc, sorted(m for m in sys.modules if m.startswith('netdsl.cli.') or m == 'numpy'))")
+    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "['netdsl.cli.common',", "'netdsl.cli.compile']"]

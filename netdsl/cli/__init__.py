@@ -18,8 +18,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from .. import __version__
 from ..errors import NetdslError, UsageError
+from ..version import __version__
 from .common import print_diagnostics
 
 # Each command module defines ``register(subparsers)``; modules beyond the first are imported only
