@@ -492,7 +492,7 @@ def build_engine(trt, onnx_bytes: bytes, profile: Profile, cache: EngineCache, w
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        errors = [plain(parser.get_error(i), 300) for i in range(parser.num_errors)]  # they quote the model
         raise EngineError("TensorRT's ONNX parser rejected the model: " + "; ".join(errors[:5]))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
