@@ -56,6 +56,12 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def logical_cpus() -> int:
+    """The machine's logical CPUs: the most intra-op threads an engine is given (more never helps, and
+    ONNX Runtime grows memory without bound for absurd counts)."""
+    return os.cpu_count() or 1
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -12,18 +12,23 @@
 * ``preprocess=imagenet``: resize = round(H * 256 / 224), ImageNet mean/std, rgb (torchvision's recipe).
 
 The same record (``netdsl.inputs`` in the ONNX metadata, JSON) lets an app that embeds only the
-``.onnx`` file reproduce the preprocessing.
+``.onnx`` file reproduce the preprocessing. Read back from an ``.onnx`` file (which may come from
+anywhere), a malformed record is an :class:`InputError` that names the metadata: it says how images
+must be normalised, so guessing would give wrong predictions without a word.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import NetdslError
 from .lazy import lazy_import
+from .text import plain
 
 if TYPE_CHECKING:  # numpy is imported by `load`: checking a network must not pay for it
     import numpy as np
@@ -134,6 +139,56 @@ class Preprocess:
         mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
         std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
         return np.ascontiguousarray((arr - mean) / std, dtype=np.float32)
+
+
+def declared_preprocessing(text: str | None, model: str,
+                           inputs: Mapping[str, tuple[int | None, ...]]) -> dict[str, Preprocess]:
+    """The preprocessing an ``.onnx`` file's ``netdsl.inputs`` metadata (``text``) declares, by input name.
+
+    ``inputs``: the model's inputs and their shapes without the batch dimension. No metadata: ``{}``.
+    Anything malformed (not JSON, not a list of records, a name that is not a string or not an input of
+    the model, a shape that is not a list of positive integers or disagrees with the input, an invalid
+    option) raises InputError naming ``model`` and the metadata.
+    """
+    if text is None:
+        return {}
+
+    def malformed(why: str) -> InputError:
+        return InputError(f"{plain(model, 200)}: the model's `netdsl.inputs` metadata is malformed: {why}. It "
+                          "declares how images are preprocessed, so netdsl does not guess: fix or remove it, or "
+                          "feed .npy or .npz arrays")
+
+    def shown(value: object) -> str:
+        return plain(json.dumps(value), 60)
+
+    try:
+        records = json.loads(text)
+    except (ValueError, RecursionError):
+        raise malformed("not valid JSON") from None
+    if not isinstance(records, list):
+        raise malformed(f"expected a list of input records, got {shown(records)}")
+    out: dict[str, Preprocess] = {}
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise malformed(f"record {i} is {shown(rec)}, not an object")
+        name, shape = rec.get("name"), rec.get("shape")
+        if not isinstance(name, str):
+            raise malformed(f"record {i} has the name {shown(name)}, not a string")
+        where = f"input `{plain(name, 200)}`"
+        if name not in inputs:
+            raise malformed(f"{where} is not an input of the model")
+        if not isinstance(shape, list) or not all(type(d) is int and d > 0 for d in shape):
+            raise malformed(f"{where} has the shape {shown(shape)}, not a list of positive integers")
+        want = inputs[name]
+        if len(shape) != len(want) or any(d is not None and d != v for d, v in zip(want, shape, strict=True)):
+            dims = "x".join("?" if d is None else str(d) for d in want)
+            raise malformed(f"{where} has the shape {shown(shape)}, but the model's input is {dims}")
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in rec.items() if k not in ("name", "shape")}
+        try:
+            out[name] = Preprocess.from_options(tuple(shape), options)
+        except (ValueError, TypeError) as e:
+            raise malformed(f"{where}: {plain(e, 200)}") from None
+    return out
 
 
 def _center_crop(img, height: int, width: int):

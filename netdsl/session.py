@@ -12,7 +12,6 @@ calls the engine directly: its overhead over the raw runtime call is measured by
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +21,8 @@ import numpy as np
 
 from .engines import EngineOptions, ModelSource, TensorSpec, check_device, get_engine
 from .errors import NetdslError, UsageError
-from .preprocess import InputError, Preprocess
+from .preprocess import InputError, Preprocess, declared_preprocessing
+from .text import plain
 
 
 def model_source(model, *, network: str | None = None, args: Mapping | None = None, opset: int | None = None,
@@ -64,6 +64,7 @@ def _from_proto(proto, name: str, path: str | None = None, data: bytes | None = 
         dtype = helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else np.dtype(np.float32)
         return TensorSpec(v.name, shape, np.dtype(dtype))
 
+    name = plain(name, 200)  # a display name, from the file: never a terminal escape
     init = {i.name for i in proto.graph.initializer}
     inputs = tuple(spec(v) for v in proto.graph.input if v.name not in init)
     outputs = tuple(spec(v) for v in proto.graph.output)
@@ -140,20 +141,13 @@ class Session:
         return self.source.name
 
     def preprocessing(self) -> dict[str, Preprocess]:
-        """Each image input's declared preprocessing (from the model's ``netdsl.inputs`` metadata)."""
-        out = {}
-        try:
-            records = json.loads(self.source.metadata.get("netdsl.inputs", "[]"))
-        except json.JSONDecodeError:
-            records = []
-        for rec in records:
-            if not isinstance(rec, dict) or "name" not in rec or "shape" not in rec:
-                continue
-            opts = {k: tuple(v) if isinstance(v, list) else v for k, v in rec.items() if k not in ("name", "shape")}
-            try:
-                out[rec["name"]] = Preprocess.from_options(tuple(rec["shape"]), opts)
-            except ValueError:
-                continue
+        """Each image input's declared preprocessing (from the model's ``netdsl.inputs`` metadata).
+
+        Malformed metadata is an InputError naming it (see :func:`~netdsl.preprocess.declared_preprocessing`);
+        an input it does not describe is resized to the input's HxW, without normalisation.
+        """
+        out = declared_preprocessing(self.source.metadata.get("netdsl.inputs"), self.name,
+                                     {s.name: s.shape[1:] for s in self.inputs})
         for spec in self.inputs:
             if spec.name not in out and len(spec.shape) == 4 and None not in spec.shape[1:]:
                 out[spec.name] = Preprocess(*spec.shape[1:])  # plain resize to HxW, no normalisation
@@ -164,21 +158,25 @@ class Session:
         if feeds.keys() != self._inputs.keys():
             extra = sorted(set(feeds) - set(self._inputs))
             if extra:
-                raise InputError(f"unknown input `{extra[0]}`; the model expects {self._expected()}")
+                raise InputError(f"unknown input `{plain(extra[0], 200)}`; the model expects {self._expected()}")
             lacking = sorted(set(self._inputs) - set(feeds))
-            raise InputError(f"missing input `{lacking[0]}`; the model expects {self._expected()}")
+            raise InputError(f"missing input `{plain(lacking[0], 200)}`; the model expects {self._expected()}")
         for name, value in feeds.items():
             spec = self._inputs[name]
             if not isinstance(value, np.ndarray):
-                raise InputError(f"input `{name}` must be a numpy array, got {type(value).__name__}; "
+                raise InputError(f"input `{plain(name, 200)}` must be a numpy array, got {type(value).__name__}; "
                                  f"expected {spec.describe()}")
             if value.dtype != spec.dtype:
-                raise InputError(f"input `{name}` has dtype {value.dtype}, expected {spec.describe()} "
+                raise InputError(f"input `{plain(name, 200)}` has dtype {value.dtype}, expected {spec.describe()} "
                                  f"(convert with .astype(np.{spec.dtype.name}))")
             if value.ndim != len(spec.shape) or any(d is not None and d != v
                                                     for d, v in zip(spec.shape, value.shape, strict=True)):
-                raise InputError(f"input `{name}` has shape {'x'.join(map(str, value.shape))}, expected "
+                raise InputError(f"input `{plain(name, 200)}` has shape {'x'.join(map(str, value.shape))}, expected "
                                  f"{spec.describe()}")
+            if value.size == 0:
+                what = "holds no samples (batch 0)" if value.ndim and value.shape[0] == 0 else \
+                    f"is empty (shape {'x'.join(map(str, value.shape))})"
+                raise InputError(f"input `{plain(name, 200)}` {what}; feed at least one sample")
 
     def _expected(self) -> str:
         return ", ".join(s.describe() for s in self.inputs)
@@ -199,7 +197,11 @@ class Session:
         feeds = {}
         for spec in self.inputs:
             shape = tuple(batch if d is None else d for d in spec.shape)
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            try:
+                feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            except MemoryError:
+                raise InputError(f"out of memory at batch {batch} making a random input; try a smaller --batch") \
+                    from None
         return feeds
 
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import EngineError, UsageError
 from ..lazy import install_hint
-from ..machine import cpu_name, physical_cores  # noqa: F401 - re-exported for the engines
+from ..machine import cpu_name, logical_cpus, physical_cores  # noqa: F401 - re-exported for the engines
+from ..text import plain
 
 # name -> (module, class, devices, one-line description)
 ENGINES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
@@ -38,8 +39,9 @@ class TensorSpec:
     dtype: np.dtype
 
     def describe(self) -> str:
+        """``name: Nx3x224x224 float32``; the name (which may come from an untrusted file) made plain."""
         dims = "x".join("N" if d is None else str(d) for d in self.shape)
-        return f"{self.name}: {dims} {np.dtype(self.dtype).name}"
+        return f"{plain(self.name, 200)}: {dims} {np.dtype(self.dtype).name}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,13 @@ class EngineOptions:
     batch_range: tuple[int, int, int] | None = None  # min, opt, max (TensorRT profiles)
     cache_dir: str | None = None
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            limit = logical_cpus()
+            if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 1 <= self.threads <= limit:
+                raise UsageError(f"threads must be 1..{limit} (the logical CPUs of this machine), got "
+                                 f"{plain(repr(self.threads), 40)}")
 
 
 class Bound(ABC):
@@ -185,9 +194,9 @@ def with_extra_outputs(model: ModelSource, names: tuple[str, ...]) -> ModelSourc
         if name in present:
             continue
         if name not in produced:
-            raise EngineError(f"the model has no intermediate tensor `{name}` to return as an extra output")
+            raise EngineError(f"the model has no intermediate tensor `{plain(name, 200)}` to return as an extra output")
         proto.graph.output.append(info[name] if name in info else helper.make_empty_tensor_value_info(name))
         present.add(name)
     if proto.ByteSize() >= 2**31:
-        raise EngineError(f"{model.name}: extra outputs are not supported on models over 2 GB")
+        raise EngineError(f"{plain(model.name)}: extra outputs are not supported on models over 2 GB")
     return dataclasses.replace(model, onnx_bytes=proto.SerializeToString(), path=None)

@@ -2,18 +2,30 @@
 
 Never falls back silently: when ``--device cuda`` is asked for and ONNX Runtime cannot provide the
 CUDA execution provider (CPU-only wheel, no GPU, missing CUDA/cuDNN libraries), it says so and stops.
+
+ONNX Runtime's own log (which it colours itself, whatever the terminal) and the provider-fallback
+notes it prints are kept off the user's terminal: failures reach the user as netdsl messages
+(:class:`~netdsl.errors.EngineError`, with anything quoted from the model made plain), and an
+allocation failure says "out of memory at batch N". ``NETDSL_DEBUG=1`` shows ONNX Runtime's warnings
+again, unless ``NO_COLOR`` is set.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import os
+import re
+import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
 from ..errors import EngineError
 from ..lazy import lazy_import
 from ..machine import cuda_needs, gpu_name, ld_fix, missing_libraries, no_gpu
+from ..text import plain
 from . import (
     Bound,
     Engine,
@@ -34,8 +46,54 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(d
            "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
 
 
+# ONNX Runtime's log levels: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+_QUIET, _WARNINGS = 4, 2
+# what ONNX Runtime's errors say when an allocation failed (its arena, the CPU allocator, std::bad_alloc)
+_ALLOCATION_FAILED = re.compile(r"failed to allocate|bad_alloc|out of memory|cannot allocate", re.IGNORECASE)
+
+
 def _ort():
-    return lazy_import("onnxruntime", extra="cpu", purpose="the ONNX Runtime engine (--engine ort)")
+    onnxruntime = lazy_import("onnxruntime", extra="cpu", purpose="the ONNX Runtime engine (--engine ort)")
+    onnxruntime.set_default_logger_severity(log_severity())
+    return onnxruntime
+
+
+def debugging() -> bool:
+    return bool(os.environ.get("NETDSL_DEBUG"))
+
+
+def log_severity() -> int:
+    """ONNX Runtime's log level for netdsl's sessions: only fatal messages, unless NETDSL_DEBUG asks for its
+    warnings (not under NO_COLOR: ONNX Runtime colours its log lines itself and cannot be told not to)."""
+    return _WARNINGS if debugging() and "NO_COLOR" not in os.environ else _QUIET
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return plain(lines[0] if lines else type(error).__name__, 500)
+
+
+@contextlib.contextmanager
+def run_errors(batch: int | None) -> Iterator[None]:
+    """ONNX Runtime's failures while running, as netdsl messages; an allocation failure names the batch."""
+    oom = (f"out of memory at batch {batch}; try a smaller --batch" if batch is not None
+           else "out of memory; try a smaller batch")
+    try:
+        yield
+    except MemoryError:
+        raise EngineError(oom) from None
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types from C++
+        if not type(e).__module__.startswith("onnxruntime"):
+            raise
+        if _ALLOCATION_FAILED.search(str(e)):
+            raise EngineError(oom) from None
+        raise EngineError(f"ONNX Runtime failed to run the model: {_first_line(e)}") from None
+
+
+def _batch(feeds: dict[str, np.ndarray]) -> int | None:
+    for value in feeds.values():
+        return int(value.shape[0]) if getattr(value, "ndim", 0) else None
+    return None
 
 
 class OrtEngine(Engine):
@@ -63,7 +121,7 @@ class OrtEngine(Engine):
         threads = options.threads or physical_cores()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        so.log_severity_level = 3  # warnings from the runtime are not ours to print
+        so.log_severity_level = log_severity()  # the runtime's log is not the user's to read (module docstring)
         if options.save_optimized:
             so.optimized_model_filepath = options.save_optimized
         providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
@@ -71,10 +129,17 @@ class OrtEngine(Engine):
             model = with_extra_outputs(model, options.extra_outputs)
         source = model.path if model.path is not None and model.onnx_bytes is None else model.read_bytes()
         start = time.perf_counter()
+        printed = io.StringIO()  # ONNX Runtime prints "EP Error ... Falling back" notes to stdout itself
         try:
-            session = ort.InferenceSession(source, sess_options=so, providers=providers)
+            with contextlib.redirect_stdout(printed):
+                session = ort.InferenceSession(source, sess_options=so, providers=providers)
+        except MemoryError:
+            raise EngineError("out of memory while loading the model") from None
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types from C++
-            raise EngineError(f"ONNX Runtime could not load the model: {str(e).strip().splitlines()[0]}") from None
+            raise EngineError(f"ONNX Runtime could not load the model: {_first_line(e)}") from None
+        finally:
+            if debugging() and printed.getvalue():
+                sys.stderr.write(printed.getvalue())
         if device != "cpu" and provider not in session.get_providers():
             raise EngineError(_why_unavailable(ort, device, session.get_providers()))
         return OrtRunner(session, device, threads, options, time.perf_counter() - start)
@@ -164,10 +229,11 @@ class OrtRunner(Runner):
         self._output_names = [o.name for o in self.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.device == "cpu":
-            values = self.session.run(self._output_names, feeds)
-            return dict(zip(self._output_names, values, strict=True))
-        return super().run(feeds)  # GPU: through IO binding
+        with run_errors(_batch(feeds)):
+            if self.device == "cpu":
+                values = self.session.run(self._output_names, feeds)
+                return dict(zip(self._output_names, values, strict=True))
+            return super().run(feeds)  # GPU: through IO binding
 
     def bind(self, feeds: dict[str, np.ndarray]) -> Bound:
         return OrtBound(self, feeds)
@@ -189,6 +255,7 @@ class OrtBound(Bound):
         ort = _ort()
 
         self.runner = runner
+        self.batch = _batch(feeds)
         self.binding = runner.session.io_binding()
         self._values = []
         if runner.device == "cpu":
@@ -205,7 +272,8 @@ class OrtBound(Bound):
                 self.binding.bind_output(name, "cuda", 0)
 
     def run(self) -> None:
-        self.runner.session.run_with_iobinding(self.binding)
+        with run_errors(self.batch):
+            self.runner.session.run_with_iobinding(self.binding)
 
     def synchronize(self) -> None:
         if self.runner.device != "cpu":

@@ -12,11 +12,14 @@ Run: ``execute_async_v3`` on device buffers from cuda-python (``cuda.bindings.ru
 
 Cache: engines live in ``$NETDSL_CACHE_DIR/trt`` (default ``~/.cache/netdsl/trt``), keyed by a hash
 of the ONNX bytes, precision, profile, TensorRT version and target (GPU name and compute capability,
-or "portable"). Each
-entry is ``<key>.plan`` plus ``<key>.json`` holding the plan's sha256, so a truncated or corrupt plan
-is detected and rebuilt; files are replaced atomically, and a per-key lock file makes a second
-process that wants the same engine wait for the first instead of building it twice or reading a
-half-written file. Everything in this module that does not need a GPU (keys, profiles, cache
+or "portable"). Each entry is ``<key>.plan`` plus ``<key>.json``, which records that key material and
+the plan's size and sha256. Nothing in the folder is trusted: an entry is used only when its record
+matches the engine asked for and the plan matches its record (size first, from ``fstat``, then the
+hash), so a foreign, truncated or corrupt entry is rebuilt; cache files are opened without following
+symlinks or blocking on FIFOs, and anything but a regular file is removed or bypassed with a warning.
+Files are replaced atomically, and a per-key lock file makes a second process that wants the same
+engine wait for the first instead of building it twice. A read-only cache still serves its entries.
+Everything in this module that does not need a GPU (keys, profiles, cache
 validation, locking, error messages, and real builds with TensorRT for RTX) is tested on machines
 without one.
 """
@@ -24,10 +27,14 @@ without one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import os
 import re
+import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,11 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import EngineError, UsageError
+from ..errors import EngineError, NetdslError, UsageError
 from ..files import atomic_open
 from ..lazy import first_available, lazy_import
 from ..machine import cache_home, no_gpu
+from ..text import plain
+from ..version import __version__
 from . import Bound, Engine, EngineOptions, ModelSource, Runner, TensorSpec, with_extra_outputs
 
 INSTALL_HINT = ("TensorRT is not installed. To build portable engines (no GPU needed) and run them on RTX-class "
@@ -108,82 +116,283 @@ def cache_dir(explicit: str | None = None) -> Path:
     return Path(explicit or cache_home()) / "trt"
 
 
+def key_material(onnx_bytes: bytes, precision: str, profile: Profile, trt_version: str, gpu: str,
+                 compute_capability: str, workspace: int = DEFAULT_WORKSPACE) -> dict:
+    """Everything an engine depends on, as recorded in its cache entry and checked before the entry is used."""
+    return {"onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "precision": precision,
+            "profile": [profile.min, profile.opt, profile.max], "trt": trt_version, "gpu": gpu,
+            "cc": compute_capability, "workspace": workspace, "netdsl": __version__}
+
+
 def cache_key(onnx_bytes: bytes, precision: str, profile: Profile, trt_version: str, gpu: str,
               compute_capability: str, workspace: int = DEFAULT_WORKSPACE) -> str:
     """Everything an engine depends on; any change gives a new key (and so a rebuild)."""
-    h = hashlib.sha256()
-    h.update(hashlib.sha256(onnx_bytes).digest())
-    meta = {"precision": precision, "profile": [profile.min, profile.opt, profile.max], "trt": trt_version,
-            "gpu": gpu, "cc": compute_capability, "workspace": workspace, "netdsl": __version__}
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    return h.hexdigest()[:32]
+    material = key_material(onnx_bytes, precision, profile, trt_version, gpu, compute_capability, workspace)
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+
+
+MAX_RECORD = 1 << 16  # bytes of an entry's .json; a larger one is not ours
+MAX_TIMING_CACHE = 1 << 28
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+class _OddEntry(Exception):
+    """A cache file that is not a regular file (a FIFO, folder, device or symlink), or is too large."""
+
+
+def read_regular(path: Path, max_size: int, expect_size: int | None = None) -> bytes | None:
+    """The bytes of the regular file ``path``, or None when it does not exist.
+
+    Never follows a symlink, never blocks on a FIFO or device, and checks the size from ``fstat``
+    (against ``max_size`` and ``expect_size``) before reading anything: a sparse multi-gigabyte
+    file costs nothing. Raises _OddEntry for anything else at ``path``, OSError when unreadable.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _OddEntry("is a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _OddEntry(f"is {_kind(st.st_mode)}, not a file")
+        if expect_size is not None and st.st_size != expect_size:
+            raise _OddEntry(f"holds {st.st_size:,} bytes, not the {expect_size:,} its record says")
+        if st.st_size > max_size:
+            raise _OddEntry(f"holds {st.st_size:,} bytes, more than the {max_size:,} expected")
+        os.set_blocking(fd, True)
+        chunks, left = [], st.st_size + 1  # one byte more reveals a file that grew
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) != st.st_size:
+            raise _OddEntry("changed while it was read")
+        return data
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def print_warning(message: str) -> None:
+    """How the engine cache reports what it repaired or bypassed (to stderr, like netdsl's other warnings)."""
+    print(f"netdsl: warning: {message}", file=sys.stderr)
 
 
 class EngineCache:
-    """Serialized engines on disk: atomic writes, corruption detection, one builder per key at a time."""
+    """Serialized engines on disk: atomic writes, verified entries, one builder per key at a time.
 
-    def __init__(self, directory: Path):
+    Nothing found in the cache folder is trusted: an entry is used only when its record matches
+    the engine asked for (:func:`key_material`) and the plan matches the record's size and sha256.
+    Anything else at an entry's paths (damaged or foreign files, FIFOs, folders, symlinks) is
+    removed, or bypassed when it cannot be, with a warning, and the engine is rebuilt. A cache
+    folder that cannot be written still serves the entries it holds; engines built then are used
+    without being cached. No state of the folder makes a build hang or fail.
+    """
+
+    def __init__(self, directory: Path, warn: Callable[[str], None] = print_warning):
         self.dir = directory
+        self.warn = warn
+        self._read_only_reported = False
 
     def _paths(self, key: str) -> tuple[Path, Path, Path]:
         return self.dir / f"{key}.plan", self.dir / f"{key}.json", self.dir / f"{key}.lock"
 
+    def _cannot_write(self, what: str, error: BaseException) -> None:
+        if not self._read_only_reported:
+            self._read_only_reported = True
+            reason = error.diagnostics[0].message if isinstance(error, NetdslError) else error.strerror or str(error)
+            self.warn(f"cannot write the engine cache {plain(self.dir)} ({what}: {plain(reason)}); "
+                      "engines built now are used without being cached")
+
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        """Exclusive per-key lock (a second process wanting the same engine waits here)."""
+        """Exclusive per-key lock (a second process wanting the same engine waits here).
+
+        Without a usable lock file (a read-only folder) the block runs unlocked: entries are
+        replaced atomically and verified before use, so a reader never uses a half-written one.
+        """
+        fd = self._lock_fd(key)
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
+
+    def _lock_fd(self, key: str) -> int | None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise EngineError(f"cannot create the engine cache {self.dir}: {e.strerror}") from None
-        with open(self._paths(key)[2], "a+") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            self._cannot_write(f"creating {plain(self.dir)}", e)
+            return None
+        path = self._paths(key)[2]
+        for attempt in range(2):
             try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o644)
+            except OSError as e:
+                if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                    return self._read_only_lock(path)
+                if e.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO) or attempt:
+                    self.warn(f"cannot open the lock file {plain(path)} ({plain(e.strerror)}); building unlocked")
+                    return None
+                odd = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be opened ({e.strerror})"
+            else:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISREG(mode):
+                    return fd
+                os.close(fd)
+                odd = f"is {_kind(mode)}, not a file"
+            if attempt:
+                self.warn(f"the lock file {plain(path)} {odd}; building unlocked")
+                return None
+            self.warn(f"the lock file {plain(path)} {odd}; replacing it")
+            if not self._remove(path):
+                return None
+        return None  # pragma: no cover - the loop returns
 
-    def load(self, key: str) -> bytes | None:
-        """The cached plan, or None when absent, unreadable, truncated or corrupt (it is then removed)."""
+    def _read_only_lock(self, path: Path) -> int | None:
+        """A read-only folder: lock an existing lock file for reading (flock needs no write access)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+        except OSError:
+            return None
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+        return None
+
+    def load(self, key: str, expect: dict | None = None) -> bytes | None:
+        """The cached plan, or None when there is no usable entry (a damaged or foreign one is removed).
+
+        ``expect``: the entry's key material (:func:`key_material`); an entry recorded for anything
+        else (another model, precision, profile, TensorRT or target) is not used.
+        """
         plan, meta, _ = self._paths(key)
         try:
-            data = plan.read_bytes()
-            info = json.loads(meta.read_text())
-        except (OSError, ValueError):
-            if plan.exists() or meta.exists():
-                self.discard(key)
+            raw = read_regular(meta, MAX_RECORD)
+            if raw is None:
+                if os.path.lexists(plan):
+                    self.discard(key, "has a plan but no record")
+                return None
+            try:
+                record = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("size"), int) \
+                    or not isinstance(record.get("sha256"), str):
+                self.discard(key, "has an unreadable record")
+                return None
+            for field, want in (expect or {}).items():
+                if record.get(field) != want:
+                    self.discard(key, f"was recorded for another engine (its `{field}` differs)")
+                    return None
+            try:
+                data = read_regular(plan, max(record["size"], 0), expect_size=record["size"])
+            except _OddEntry as e:
+                self.discard(key, f"has a plan that {e}")
+                return None
+        except _OddEntry as e:
+            self.discard(key, f"has a record that {e}")
             return None
-        if not isinstance(info, dict) or info.get("sha256") != hashlib.sha256(data).hexdigest() \
-                or info.get("size") != len(data):
-            self.discard(key)
+        except OSError as e:
+            self.warn(f"cannot read the engine cache entry {plain(plan)} ({plain(e.strerror or e)}); rebuilding")
+            return None
+        if data is None:
+            self.discard(key, "has a record but no plan")
+            return None
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            self.discard(key, "has a plan whose sha256 differs from its record")
             return None
         return data
 
-    def store(self, key: str, data: bytes, info: dict) -> None:
+    def store(self, key: str, data: bytes, info: dict) -> bool:
+        """Cache ``data`` with its record; False (after a warning) when the folder cannot be written."""
         plan, meta, _ = self._paths(key)
-        with atomic_open(plan) as f:
-            f.write(data)
         record = {**info, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "created": time.time()}
-        with atomic_open(meta, "w") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not (self._clear(plan) and self._clear(meta)):
+                return False  # something that cannot be removed sits there (reported)
+            with atomic_open(plan) as f:
+                f.write(data)
+            with atomic_open(meta, "w") as f:
+                json.dump(record, f, indent=1, sort_keys=True)
+        except (OSError, NetdslError) as e:
+            self._cannot_write(f"storing {key}", e)
+            return False
+        return True
 
-    def discard(self, key: str) -> None:
-        for p in self._paths(key)[:2]:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+    def discard(self, key: str, why: str | None = None) -> None:
+        """Remove the entry ``key`` (whatever sits at its paths), warning ``why`` it is not used."""
+        if why:
+            self.warn(f"engine cache entry {key} in {plain(self.dir)} {why}; rebuilding")
+        for path in self._paths(key)[:2]:
+            self._remove(path)
+
+    def _clear(self, path: Path) -> bool:
+        """Before writing ``path``: remove anything there that is not a regular file (never written through)."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return True
+        return stat.S_ISREG(st.st_mode) or self._remove(path)
+
+    def _remove(self, path: Path) -> bool:
+        """Remove what sits at ``path`` (a file, link, FIFO or empty folder); False, after a warning, if it stays."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return True
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except OSError as e:
+            if stat.S_ISDIR(st.st_mode) and e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                self.warn(f"{plain(path)} is a folder that is not empty; netdsl leaves it alone and does not "
+                          "cache this engine (remove the folder to cache it again)")
+            else:
+                self._cannot_write(f"removing {plain(path.name)}", e)
+            return False
+        return True
 
     @property
     def timing_cache_path(self) -> Path:
         return self.dir / "timing.cache"
 
     def read_timing_cache(self) -> bytes:
+        """TensorRT's timing cache, or nothing when absent or not a regular file (TensorRT then starts afresh)."""
         try:
-            return self.timing_cache_path.read_bytes()
-        except OSError:
+            return read_regular(self.timing_cache_path, MAX_TIMING_CACHE) or b""
+        except (_OddEntry, OSError):
             return b""
 
     def write_timing_cache(self, data: bytes) -> None:
-        with self.lock("timing"), atomic_open(self.timing_cache_path) as f:
-            f.write(data)
+        with self.lock("timing"):
+            try:
+                if not self._clear(self.timing_cache_path):
+                    return
+                with atomic_open(self.timing_cache_path) as f:
+                    f.write(data)
+            except (OSError, NetdslError) as e:
+                self._cannot_write("storing the timing cache", e)
 
 
 # ----------------------------------------------------------------------------- lazy imports
@@ -273,7 +482,7 @@ def build_engine(trt, onnx_bytes: bytes, profile: Profile, cache: EngineCache, w
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        errors = [plain(parser.get_error(i), 300) for i in range(parser.num_errors)]  # they quote the model
         raise EngineError("TensorRT's ONNX parser rejected the model: " + "; ".join(errors[:5]))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
@@ -378,22 +587,21 @@ def cached_plan(trt, model: ModelSource, options: EngineOptions, target: Target,
         model = with_extra_outputs(model, options.extra_outputs)
     onnx_bytes = model.read_bytes()
     version = describe_trt(trt)
+    material = key_material(onnx_bytes, options.precision, profile, version, target.gpu, target.cc)
     key = cache_key(onnx_bytes, options.precision, profile, version, target.gpu, target.cc)
     cache = EngineCache(cache_dir(options.cache_dir))
-    info = {"model": model.name, "precision": options.precision, "trt": version, "gpu": target.gpu,
-            "cc": target.cc, "profile": [profile.min, profile.opt, profile.max]}
     engine = None
     built_seconds = None
     with cache.lock(key):
-        data = cache.load(key)
+        data = cache.load(key, expect=material)
         if data is not None and deserialize is not None:
             engine = deserialize(data)
             if engine is None:
-                cache.discard(key)
+                cache.discard(key, "holds a plan this TensorRT cannot load")
                 data = None
         if data is None:
             data, built_seconds = build_engine(trt, onnx_bytes, profile, cache, progress=options.progress)
-            cache.store(key, data, info)
+            cache.store(key, data, {"model": plain(model.name), **material})
             if deserialize is not None:
                 engine = deserialize(data)
                 if engine is None:
