@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import _cli_env, run_netdsl
+from helpers import cli_env, run_netdsl
 
 from netdsl.engines.trt import EngineCache, Profile, key_material
 
@@ -146,7 +146,7 @@ def test_a_sparse_giant_plan_is_rejected_by_its_size_before_it_is_read(tmp_path)
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
-                          env=_cli_env(), preexec_fn=limit_memory)
+                          env=cli_env(), preexec_fn=limit_memory)
     assert proc.returncode == 0, proc.stderr
     assert "holds 3,221,225,472 bytes, not the 1 its record says" in proc.stdout
     assert proc.stdout.strip().endswith("True")
@@ -272,7 +272,7 @@ def _build_read_only(cache: Path, out: Path) -> tuple[int, str, str]:
         p.chmod(0o555 if p.is_dir() else 0o444)
     try:
         proc = subprocess.run([*prefix, sys.executable, "-m", "netdsl", *LENET, "--cache-dir", str(cache), "-o",
-                               str(out)], cwd=ROOT, env=_cli_env(), capture_output=True, text=True, timeout=300)
+                               str(out)], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
     finally:
         for p in paths:
             p.chmod(0o755 if p.is_dir() else 0o644)

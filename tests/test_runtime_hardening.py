@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import _cli_env
+from helpers import cli_env
 from onnx import TensorProto, helper, numpy_helper
 
 import netdsl
@@ -36,7 +36,7 @@ def netdsl_cli(*args, env: dict[str, str] | None = None, memory: int | None = No
 
     One thread everywhere, so the limit measures the batch and not the machine's core count.
     """
-    full = {**_cli_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(env or {})}
+    full = {**cli_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(env or {})}
     full = {k: v for k, v in full.items() if v is not None}
 
     def limit():
@@ -66,7 +66,7 @@ def test_a_session_with_absurd_threads_is_refused_before_onnx_runtime_starts():
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
     proc = subprocess.run([sys.executable, "-c", code, LENET], capture_output=True, text=True, timeout=120,
-                          env=_cli_env(), preexec_fn=limit)
+                          env=cli_env(), preexec_fn=limit)
     assert proc.returncode == 0, proc.stderr
     assert "threads must be 1.." in proc.stdout
 

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import cli_env as _cli_env
+from helpers import cli_env
 
 import netdsl
 from netdsl import cli
@@ -37,7 +37,7 @@ def _limited(limit: int):
 def run_child(args: list[str], cwd: Path, timeout: float = 120, limit: int = MEMORY_LIMIT) -> tuple[int, str, str]:
     """``python ARGS`` in a child process under a memory limit -> (exit code, stdout, stderr)."""
     try:
-        proc = subprocess.run([sys.executable, *args], cwd=cwd, env=_cli_env(), capture_output=True,
+        proc = subprocess.run([sys.executable, *args], cwd=cwd, env=cli_env(), capture_output=True,
                               timeout=timeout, preexec_fn=_limited(limit) if POSIX else None)
     except subprocess.TimeoutExpired:
         pytest.fail(f"`{' '.join(args)[:200]}` did not finish in {timeout} s")
