@@ -63,19 +63,20 @@ _TIMING = """
 import sys, time
 from netdsl import syntax as S
 S.parse("network t {\\n    input image: 3x8x8\\n}\\n")  # build the parser first
-for name in sys.argv[1:]:
-    text = open(name, encoding="utf-8").read()
-    best = float("inf")
-    for _ in range(3):
+texts = {name: open(name, encoding="utf-8").read() for name in sys.argv[1:]}
+best = dict.fromkeys(texts, float("inf"))
+for _ in range(5):  # rounds interleave the files, so a burst of load elsewhere hits them all alike
+    for name, text in texts.items():
         t0 = time.perf_counter()
         S.parse(text, name)
-        best = min(best, time.perf_counter() - t0)
-    print(name, best)
+        best[name] = min(best[name], time.perf_counter() - t0)
+for name, t in best.items():
+    print(name, t)
 """
 
 
 def _times(tmp_path: Path, files: dict[str, str], timeout: float = 90) -> dict[str, float]:
-    """Seconds each source takes to parse (best of three), measured in one child process."""
+    """Seconds each source takes to parse (best of five, interleaved), measured in one child process."""
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     rc, out, err = run_child(["-c", _TIMING, *files], tmp_path, timeout=timeout)
@@ -115,13 +116,14 @@ def test_comment_blocks_lex_in_linear_time(tmp_path, case):
 
 
 def test_comment_lexing_scales_linearly(tmp_path):
-    """Four times the comments cost about four times as much (quadratic lexing would cost sixteen)."""
+    """Four times the comments cost about four times as much (quadratic lexing would cost sixteen). The
+    sizes make the comments' own cost (tenths of a second) dwarf the timer's noise."""
     line = "# see #1, #2 and ## #### ###### for the details\n"
-    files = {"n.net": _with_block(line * 20_000), "4n.net": _with_block(line * 80_000),
+    files = {"n.net": _with_block(line * 40_000), "4n.net": _with_block(line * 160_000),
              "none.net": _with_block("")}
     times = _times(tmp_path, files)
     base = times["none.net"]
-    assert times["4n.net"] - base < 8 * max(times["n.net"] - base, 0.01) + 0.1, times
+    assert times["4n.net"] - base < 8 * max(times["n.net"] - base, 0.05) + 0.1, times
 
 
 def test_continuations_after_comments_still_work():
