@@ -78,8 +78,10 @@ def _average(el: Expander, comp: S.Composite, scope: Scope, flow: int | None, fl
             continue  # every element of the branch is absent (`if` false): no branch
         outs.append(out)
         names.append(_branch_name(branch, i))
-    if not outs:  # pragma: no cover - a branch that adds nothing and is not conditional returns its input
-        return flow
+    if not outs:
+        el.bag.error(f"every branch of {comp.kind}< > is absent (each `if` is false): there is nothing to join",
+                     comp.span, scope.trace)
+        return None
     shapes = [el.nodes[o].shape for o in outs]
     if len(set(shapes)) > 1:
         desc = ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(names, shapes, strict=True))

@@ -42,8 +42,8 @@ from .windowed import Conv, Windowed
 
 __all__ = [
     "MERGES", "OPS", "Activation", "ArgValue", "Attrs", "AvgPool", "BatchNorm", "ChannelShuffle", "Concat", "Conv",
-    "Dropout", "Elementwise", "Fc", "Flatten", "Identity", "LayerNode", "Lowering", "Lrn", "MaxPool", "Mean", "Merge", "Op",
-    "OpError", "Option", "Pair", "Pointwise", "Pool", "Shape", "Slice", "Softmax", "Upsample", "WeightSpec",
+    "Dropout", "Elementwise", "Fc", "Flatten", "Identity", "LayerNode", "Lowering", "Lrn", "MaxPool", "Mean", "Merge",
+    "Op", "OpError", "Option", "Pair", "Pointwise", "Pool", "Shape", "Slice", "Softmax", "Upsample", "WeightSpec",
     "Windowed", "adaptive_windows", "all_onnx_ops", "fmt_shape", "register", "register_merge",
 ]
 
