@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import compile_net, netdsl_main, parity_input, parity_weights, run_onnx
+from helpers import FIXTURES, compile_net, netdsl_main, parity_input, parity_weights, run_onnx, update_golden
 
 import netdsl
 
 ROOT = Path(__file__).resolve().parent.parent
 FRACTALNET = ROOT / "networks" / "fractalnet.net"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+REFERENCE = FIXTURES / "fractalnet_logits.npz"
+WEIGHT_SEED, INPUT_SEED = 3, 4
 
 
 def _x(shape=(2, 4, 5, 5), seed=0) -> np.ndarray:
@@ -215,25 +217,54 @@ def _load_by_name(torch, model, weights: dict[str, np.ndarray], cols: int) -> se
     return used
 
 
+def _netdsl_logits(net: netdsl.Network, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    model = net.to_onnx(weights=weights)
+    (out,) = run_onnx(model, {model.graph.input[0].name: x}).values()
+    return out
+
+
+def _assert_close(out: np.ndarray, expected: np.ndarray) -> None:
+    """max |difference| <= 1e-5 x max |logit|."""
+    assert out.shape == expected.shape
+    scale = float(np.abs(expected).max())
+    diff = float(np.abs(out.astype(np.float64) - expected).max())
+    assert scale > 0 and np.ptp(expected) > 0
+    assert diff <= 1e-5 * scale, f"max diff {diff:.3g} > 1e-5 x max logit {scale:.3g}"
+
+
+@pytest.mark.torch
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 @pytest.mark.parametrize("cols", [4, 2])
 def test_fractalnet_matches_an_independent_pytorch_implementation(cols):
     import torch
 
     net = netdsl.load(FRACTALNET, args={"cols": cols})
-    weights = parity_weights(net, seed=3)  # random weights, random batch-norm statistics and affine parameters
+    weights = parity_weights(net, WEIGHT_SEED)  # random weights, random batch-norm statistics and affine parameters
     reference = _torch_fractalnet(torch, cols, classes=10).eval()
     used = _load_by_name(torch, reference, weights, cols)
     assert used == set(weights), "netdsl weights the PyTorch model has no place for"
     assert sum(p.numel() for p in reference.parameters()) == net.summary().params
-    x = parity_input((2, 3, 32, 32), seed=4)
+    x = parity_input((2, 3, 32, 32), INPUT_SEED)
     with torch.no_grad():
         expected = reference(torch.from_numpy(x)).numpy()
-    model = net.to_onnx(weights=weights)
-    (out,) = run_onnx(model, {model.graph.input[0].name: x}).values()
-    scale = float(np.abs(expected).max())
-    diff = float(np.abs(out.astype(np.float64) - expected).max())
-    assert scale > 0 and np.ptp(expected) > 0
-    assert diff <= 1e-5 * scale, f"max diff {diff:.3g} > 1e-5 x max logit {scale:.3g}"
-    if cols == 4:
+    _assert_close(_netdsl_logits(net, weights, x), expected)
+    if cols == 4:  # the stored logits the test below checks without torch are the PyTorch model's
         assert net.summary().params == 76_106_634
+        if update_golden():
+            np.savez(REFERENCE, logits=expected)
+        with np.load(REFERENCE, allow_pickle=False) as data:
+            _assert_close(data["logits"], expected)
+
+
+def test_fractalnet_matches_stored_pytorch_logits():
+    """The independent PyTorch implementation's logits, stored (tests/fixtures/fractalnet_logits.npz, rewritten by
+    the test above with NETDSL_UPDATE_GOLDEN=1), checked where torch is absent."""
+    net = netdsl.load(FRACTALNET)
+    with np.load(REFERENCE, allow_pickle=False) as data:
+        expected = data["logits"]
+    out = _netdsl_logits(net, parity_weights(net, WEIGHT_SEED), parity_input((2, 3, 32, 32), INPUT_SEED))
+    _assert_close(out, expected)
+    weights = parity_weights(net, WEIGHT_SEED)  # the comparison can fail: nested joins would not pass
+    with pytest.raises(AssertionError, match="max diff"):
+        _assert_close(_netdsl_logits(netdsl.load(FRACTALNET.read_text().replace("fractal<", "mean<")), weights,
+                                     parity_input((2, 3, 32, 32), INPUT_SEED)), expected)
