@@ -583,7 +583,7 @@ def _bare_comparison(path: str, text: str, span: Span, exc: UnexpectedToken) -> 
     between = before[cond_start:]
     if re.search(r"[|()#]|->", between) or not between.strip():
         return None
-    stack = getattr(getattr(exc.interactive_parser, "parser_state", None), "value_stack", None) or []
+    stack = getattr(getattr(getattr(exc, "interactive_parser", None), "parser_state", None), "value_stack", None) or []
     in_composite = any(isinstance(t, Token) and t.type == "LESSTHAN" for t in stack)
     if str(exc.token) in _COMPARISONS:
         pass  # `relu if t != 1`: the parser stops at the comparison
