@@ -268,3 +268,12 @@ def test_fractalnet_matches_stored_pytorch_logits():
     with pytest.raises(AssertionError, match="max diff"):
         _assert_close(_netdsl_logits(netdsl.load(FRACTALNET.read_text().replace("fractal<", "mean<")), weights,
                                      parity_input((2, 3, 32, 32), INPUT_SEED)), expected)
+
+
+def test_the_fractalnet_example_of_the_language_reference():
+    text = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    (example,) = [b for b in text.split("```netdsl\n")[1:] if "fractal<" in b.split("```")[0]]
+    net = netdsl.load(example.split("```")[0])
+    assert [len(n.inputs) for n in net.graph.nodes if n.op.name == "mean"] == [2, 3, 2, 4] * 2
+    names = {name for name, _, _ in net.graph.weight_specs()}
+    assert {"block1.shallow.conv.weight", "block1.deep.1.deep.0.shallow.conv.weight"} <= names
