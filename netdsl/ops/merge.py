@@ -67,9 +67,8 @@ class Mean(Merge):
     """Elementwise mean of inputs of one shape (no broadcasting: a join of equals).
 
     Lowered to ONNX ``Mean``, one node whatever the number of inputs: it exists at every opset netdsl emits,
-    TensorRT's ONNX parser takes it, and ONNX Runtime's CPU kernel runs it as fast as the equivalent chain of
-    ``Add`` and a ``Mul`` by 1/n (within measurement noise, 2 and 4 inputs) in one node instead of n. Like every op
-    but conv and fc it counts no MACs.
+    TensorRT's ONNX parser takes it, and ONNX Runtime's CPU kernel runs it as fast as the chain of n-1 ``Add`` and
+    a ``Mul`` by 1/n, or faster (docs/language.md, section 12). Like every op but conv and fc it counts no MACs.
     """
 
     name = "mean"
