@@ -568,6 +568,40 @@ def _line_before(text: str, span: Span) -> str:
     return lines[min(span.line, len(lines)) - 1][:span.column - 1]
 
 
+_COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
+
+
+def _bare_comparison(path: str, text: str, span: Span, exc: UnexpectedToken) -> tuple[str, Span] | None:
+    """The message and span for a comparison written without parentheses after ``if`` (``relu if t != 1``), or
+    None. Inside a composite's ``<...>`` the ``>`` of ``if cols > 1`` closes the composite and the parser stops
+    at the ``1``; elsewhere it stops at the comparison itself."""
+    before = _line_before(text, span)
+    ifs = list(re.finditer(r"\bif\s+", before))
+    if not ifs:
+        return None
+    cond_start = ifs[-1].end()
+    between = before[cond_start:]
+    if re.search(r"[|()#]|->", between) or not between.strip():
+        return None
+    stack = getattr(getattr(getattr(exc, "interactive_parser", None), "parser_state", None), "value_stack", None) or []
+    in_composite = any(isinstance(t, Token) and t.type == "LESSTHAN" for t in stack)
+    if str(exc.token) in _COMPARISONS:
+        pass  # `relu if t != 1`: the parser stops at the comparison
+    elif re.search(r"(?<!-)>\s*$", between) and exc.token.type not in ("_NL", "$END"):
+        in_composite = True  # `if cols > 1` inside `<...>`: the `>` closed the composite
+    else:
+        return None
+    lines = text.splitlines()
+    line = lines[span.line - 1] if span.line <= len(lines) else ""
+    rest = re.split(r"\||->|#", line[cond_start:], maxsplit=1)[0].rstrip()
+    if rest.endswith(">") and not rest.endswith(("->", ">=")) and rest.count(">") > 1:
+        rest = rest[:-1].rstrip()  # the composite's own closing bracket on the same line
+    where = "inside a composite's `<...>`" if in_composite else "after `if`"
+    why = " (without them, `>` closes the composite)" if in_composite and ">" in rest else ""
+    msg = f"a comparison {where} needs parentheses: write `if ({rest})`{why}"
+    return msg, Span(path, span.line, cond_start + 1, span.line, cond_start + 1 + len(rest))
+
+
 def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxError:
     line = getattr(exc, "line", None) or 1
     col = getattr(exc, "column", None) or 1
@@ -588,7 +622,11 @@ def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxErr
         expected = _describe_expected(set(exc.expected))
         msg = f"unexpected {_describe_token(tok)}" + (f"; {expected}" if expected else "")
         notes = _unclosed_note(path, exc)
-        if tok.type == "X":
+        bare = _bare_comparison(path, text, span, exc)
+        if bare is not None:
+            msg, span = bare
+            notes = ()
+        elif tok.type == "X":
             msg += " (`x` is the repetition keyword and cannot be a name; sizes are written without spaces: 3x3)"
         elif re.search(r"\d\s+x\s*$|\d\s*x\s+$", _line_before(text, span)):  # `3 x 224 x 224`
             msg += " (sizes are written without spaces: 3x3, 3x224x224)"

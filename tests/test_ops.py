@@ -115,6 +115,7 @@ def test_fc_and_flat_layers():
     ("a: conv 4 1x1\nb: conv 4 1x1 -> avgpool global\nmul(@a, @b)", (4, 9, 9)),
     ("a: conv 4 1x1\nb: conv 4 1x1 -> avgpool global\nmul(@b, @a)", (4, 9, 9)),
     ("a: conv 4 1x1\nb: conv 5 1x1\nconcat(@image, @a, @b)", (12, 9, 9)),
+    ("a: conv 4 1x1\nb: conv 4 3x3 pad 1\nc: conv 4 1x1\nmean(@a, @b, @c)", (4, 9, 9)),
 ])
 def test_merge_shapes(layers, expected):
     body = "\n".join("    " + ln for ln in layers.splitlines())
@@ -125,6 +126,7 @@ def test_merge_shapes(layers, expected):
     ("a: conv 4 1x1\nb: conv 5 1x1\nadd(@a, @b)", "add needs inputs of one shape"),
     ("a: conv 4 1x1\nb: conv 4 3x3\nconcat(@a, @b)", "concat needs the same spatial size"),
     ("a: conv 4 1x1\nb: conv 2 1x1 -> avgpool global\nmul(@a, @b)", "mul needs inputs of one shape"),
+    ("a: conv 4 1x1\nb: avgpool global\nmean(@a, @b)", "mean needs inputs of one shape, got 4x9x9, 4x1x1"),
     ("conv 16 3x3 groups 5", "groups 5 must divide both the input channels (3) and the output channels (16)"),
     ("channel_shuffle 2", "channel_shuffle groups 2 must divide the channels (3)"),
     ("maxpool 3x3 pad 3", "padding 3x3 must be smaller than the kernel"),
@@ -151,7 +153,7 @@ def test_every_op_is_covered_by_a_shape_case():
     assert set(OPS) - covered <= {"leaky_relu", "leakyrelu", "relu", "relu6", "sigmoid", "tanh", "hardswish",
                                   "hardsigmoid", "silu", "swish", "gelu", "batchnorm", "droppath",
                                   "stochastic_depth", "maxpool"}  # activations: see the numeric tests
-    assert set(MERGES) == {"add", "mul", "concat"}
+    assert set(MERGES) == {"add", "mul", "concat", "mean"}
 
 
 # ----------------------------------------------------------------------------- parameters and MACs

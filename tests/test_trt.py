@@ -181,7 +181,8 @@ network every_op {
     b: conv 8 3x3 pad 1 groups 2 -> scale< avgpool global -> conv 8 1x1 -> sigmoid >
     c: add(@a, @b)
     d: mul(@a, @c)
-    concat(@d, @b) -> avgpool adaptive 4x4 -> maxpool global -> flatten -> fc 10 -> softmax
+    e: mean(@d, @a)
+    concat(@e, @b) -> avgpool adaptive 4x4 -> maxpool global -> flatten -> fc 10 -> softmax
 }
 """
 

@@ -70,6 +70,11 @@ PUBLISHED: dict[str, tuple[int, int, str]] = {
     # 1,024,000 fc) and "4.2 million" params (4,210,088 conv + fc weights here; the 21,888 BN scales and shifts
     # that netdsl counts, as PyTorch does, make 4,231,976).
     "mobilenet_v1": (4_231_976, 569_000_000, "Howard et al. 2017: 4.2M params, 569M mult-adds"),
+    # Larsson et al. 2017 give no count for this configuration; counted by hand (tests/test_fractalnet.py checks it
+    # against an independent PyTorch implementation): per block 4 convs C_in->C and 11 C->C (3x3, no bias) and 15
+    # bns; convs 412,416 + 1,916,928 + 7,667,712 + 30,670,848 + 35,389,440, bns 44,160, fc 5,130. MACs: each conv
+    # x H x W: 422,313,984 + 490,733,568 x 3 + 141,557,760, fc 5,120.
+    "fractalnet": (76_106_634, 2_036_077_568, "Larsson et al. 2017 CIFAR FractalNet, C = 4: counted by hand"),
 }
 MACS_TOLERANCE = 0.005
 
@@ -81,6 +86,7 @@ NO_TORCHVISION = {
     "preact_resnet50": "torchvision has no pre-activation ResNet",
     "se_resnet50": "torchvision has no SE-ResNet (the names follow timm's seresnet50)",
     "mobilenet_v1": "torchvision has no MobileNet v1 (the names are netdsl's own: features.N.depthwise/pointwise)",
+    "fractalnet": "torchvision has no FractalNet (the names follow the recursion: block1.deep.0.shallow.conv)",
 }
 
 BATCH = 2

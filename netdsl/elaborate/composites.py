@@ -1,6 +1,6 @@
-"""Composites: ``residual< >``, ``inception< >``, ``scale< >`` and ``seq< >``, one function each, in a table
-keyed by kind (like the op table). Each expands its branches through the :class:`Expander` it is given and
-joins them with a merge op."""
+"""Composites: ``residual< >``, ``inception< >``, ``scale< >``, ``mean< >``, ``fractal< >`` and ``seq< >``, one
+function each, in a table keyed by kind (like the op table). Each expands its branches through the
+:class:`Expander` it is given and joins them with a merge op."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ class Expander(Protocol):
 
     bag: DiagnosticBag
     nodes: list[Node]
+    fractal_joins: set[int]  # the tensors made by ``fractal< >`` joins
+    absorbed: set[int]  # fractal joins whose inputs a later join took over; dropped from the graph if unused
 
     def sequence(self, seq: S.Sequence, scope: Scope, flow: int | None) -> int | None:
         """Expand a branch from the tensor ``flow``; its output tensor, or None after an error."""
@@ -51,6 +53,54 @@ def inception(el: Expander, comp: S.Composite, scope: Scope, flow: int | None) -
         el.bag.error(f"inception branches disagree on spatial size: {desc}", comp.span, scope.trace)
         return None
     return el.apply(MERGES["concat"], Attrs(), tuple(outs), scope, scope.unique("concat"), comp.span)
+
+
+def mean(el: Expander, comp: S.Composite, scope: Scope, flow: int | None) -> int | None:
+    """Branches from one input, averaged element by element; every branch gives one shape."""
+    return _average(el, comp, scope, flow, flat=False)
+
+
+def fractal(el: Expander, comp: S.Composite, scope: Scope, flow: int | None) -> int | None:
+    """FractalNet's join: ``mean< >``, except that a branch ending in a ``fractal< >`` join brings that join's
+    inputs instead of their mean, so each join averages every column that meets there (Larsson et al. 2017).
+    The join so taken over leaves the graph unless something else reads it."""
+    return _average(el, comp, scope, flow, flat=True)
+
+
+def _average(el: Expander, comp: S.Composite, scope: Scope, flow: int | None, flat: bool) -> int | None:
+    outs, names = [], []
+    for i, branch in enumerate(comp.branches):
+        before = len(el.nodes)
+        out = el.sequence(branch, scope, flow)
+        if out is None:
+            return None
+        if out == flow and len(el.nodes) == before and _conditional(branch):
+            continue  # every element of the branch is absent (`if` false): no branch
+        outs.append(out)
+        names.append(_branch_name(branch, i))
+    if not outs:
+        el.bag.error(f"every branch of {comp.kind}< > is absent (each `if` is false): there is nothing to join",
+                     comp.span, scope.trace)
+        return None
+    shapes = [el.nodes[o].shape for o in outs]
+    if len(set(shapes)) > 1:
+        desc = ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(names, shapes, strict=True))
+        el.bag.error(f"{comp.kind} branches disagree on shape: {desc}", comp.span, scope.trace)
+        return None
+    if len(outs) == 1:
+        return outs[0]
+    inputs: list[int] = []
+    for o in outs:
+        if flat and o in el.fractal_joins:
+            inputs.extend(el.nodes[o].inputs)
+            el.absorbed.add(o)
+        else:
+            inputs.append(o)
+    out = el.apply(MERGES["mean"], Attrs(), tuple(inputs), scope, scope.unique("join" if flat else "mean"),
+                   comp.span)
+    if flat and out is not None:
+        el.fractal_joins.add(out)
+    return out
 
 
 def scale(el: Expander, comp: S.Composite, scope: Scope, flow: int | None) -> int | None:
@@ -113,7 +163,8 @@ def projection(el: Expander, scope: Scope, x: int, channels: int, stride: tuple[
     return el.apply(bn, bn.bind([]), (y,), inner, "1", span)
 
 
-COMPOSITES: dict[str, Composite] = {"residual": residual, "inception": inception, "scale": scale, "seq": seq}
+COMPOSITES: dict[str, Composite] = {"residual": residual, "inception": inception, "scale": scale, "mean": mean,
+                                    "fractal": fractal, "seq": seq}
 
 
 def _projection_stride(x: tuple[int, ...], y: tuple[int, ...]) -> tuple[int, int] | None:
@@ -126,6 +177,11 @@ def _projection_stride(x: tuple[int, ...], y: tuple[int, ...]) -> tuple[int, int
             return None
         stride.append(s)
     return (stride[0], stride[1])
+
+
+def _conditional(seq: S.Sequence) -> bool:
+    """Whether every element of the branch has an ``if`` (so a branch that added nothing was absent)."""
+    return all(e.condition is not None for ch in seq.chains for e in ch.elements)
 
 
 def _branch_name(seq: S.Sequence, i: int) -> str:

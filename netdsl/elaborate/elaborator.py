@@ -4,6 +4,7 @@ checked graph, using the package's other modules for expressions, names, argumen
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from .. import syntax as S
 from ..errors import DiagnosticBag, SemanticError, Span, UsageError
@@ -30,6 +31,8 @@ class Elaborator:
         self.arguments = Arguments(self.bag, self.evaluator, self.namer)
         self.inputs: list[InputSpec] = []
         self.outputs: list[OutputSpec] = []
+        self.fractal_joins: set[int] = set()
+        self.absorbed: set[int] = set()
         self._no_input_reported = False
 
     # ------------------------------------------------------------------ entry point
@@ -64,8 +67,25 @@ class Elaborator:
         except Fatal:
             pass
         self.bag.raise_if_errors(SemanticError)
+        self._drop_absorbed()
         return Graph(net.name, tuple(self.nodes), tuple(self.inputs), tuple(self.outputs), source_hash,
                      tuple(self.bag.warnings))
+
+    def _drop_absorbed(self) -> None:
+        """Remove the ``fractal< >`` joins whose inputs a later join took over and that nothing else reads,
+        renumbering the tensors after them."""
+        used = {i for n in self.nodes for i in n.inputs} | {o.node for o in self.outputs}
+        drop = self.absorbed - used
+        if not drop:
+            return
+        new, kept = {}, []
+        for i, node in enumerate(self.nodes):
+            if i not in drop:
+                new[i] = len(kept)
+                kept.append(node)
+        self.nodes = [replace(n, inputs=tuple(new[i] for i in n.inputs)) for n in kept]
+        self.inputs = [replace(s, node=new[s.node]) for s in self.inputs]
+        self.outputs = [replace(o, node=new[o.node]) for o in self.outputs]
 
     def _check_params(self) -> None:
         total = sum(n.params for n in self.nodes)

@@ -9,7 +9,7 @@ MACs, receptive-field effect and ONNX lowering. The classes live by family:
 * :mod:`netdsl.ops.layers`: ``Fc``, ``BatchNorm``, ``Lrn``;
 * :mod:`netdsl.ops.pointwise`: the ``Pointwise`` base, activations, softmax, dropout, identity;
 * :mod:`netdsl.ops.reshape`: flatten, channel shuffle, slice, upsample;
-* :mod:`netdsl.ops.merge`: the ``Merge`` base, ``Elementwise`` (add, mul) and ``Concat``.
+* :mod:`netdsl.ops.merge`: the ``Merge`` base, ``Elementwise`` (add, mul), ``Concat`` and ``Mean``.
 
 Adding an op means adding one class to its family's module and one ``register`` line below.
 """
@@ -34,7 +34,7 @@ from .base import (
     register_merge,
 )
 from .layers import BatchNorm, Fc, Lrn
-from .merge import Concat, Elementwise, Merge
+from .merge import Concat, Elementwise, Mean, Merge
 from .pointwise import Activation, Dropout, Identity, Pointwise, Softmax, gelu, hardswish, silu, simple
 from .pool import AvgPool, MaxPool, Pool, adaptive_windows
 from .reshape import ChannelShuffle, Flatten, Slice, Upsample
@@ -42,8 +42,8 @@ from .windowed import Conv, Windowed
 
 __all__ = [
     "MERGES", "OPS", "Activation", "ArgValue", "Attrs", "AvgPool", "BatchNorm", "ChannelShuffle", "Concat", "Conv",
-    "Dropout", "Elementwise", "Fc", "Flatten", "Identity", "LayerNode", "Lowering", "Lrn", "MaxPool", "Merge", "Op",
-    "OpError", "Option", "Pair", "Pointwise", "Pool", "Shape", "Slice", "Softmax", "Upsample", "WeightSpec",
+    "Dropout", "Elementwise", "Fc", "Flatten", "Identity", "LayerNode", "Lowering", "Lrn", "MaxPool", "Mean", "Merge",
+    "Op", "OpError", "Option", "Pair", "Pointwise", "Pool", "Shape", "Slice", "Softmax", "Upsample", "WeightSpec",
     "Windowed", "adaptive_windows", "all_onnx_ops", "fmt_shape", "register", "register_merge",
 ]
 
@@ -79,6 +79,7 @@ register(Upsample())
 register_merge(Elementwise("add", "Add", "elementwise sum: add(@a, @b, ...)"))
 register_merge(Elementwise("mul", "Mul", "elementwise product, Cx1x1 broadcast over CxHxW: mul(@a, @b)"))
 register_merge(Concat())
+register_merge(Mean())
 
 
 def all_onnx_ops() -> set[str]:

@@ -1,6 +1,6 @@
 """Merge ops: several tensors in, one out (residual sums, squeeze-and-excitation scaling, inception and dense
-concatenations). Called with tensor references: ``add(@a, @b)``; the composites ``residual<>``,
-``scale<>`` and ``inception<>`` use them too."""
+concatenations, FractalNet's averaging joins). Called with tensor references: ``add(@a, @b)``; the composites
+``residual<>``, ``scale<>``, ``inception<>``, ``mean<>`` and ``fractal<>`` use them too."""
 
 from __future__ import annotations
 
@@ -61,6 +61,27 @@ class Concat(Merge):
 
     def lower(self, b, node):
         b.emit("Concat", [b.input(node, i) for i in range(len(node.inputs))], axis=1)
+
+
+class Mean(Merge):
+    """Elementwise mean of inputs of one shape (no broadcasting: a join of equals).
+
+    Lowered to ONNX ``Mean``, one node whatever the number of inputs: it exists at every opset netdsl emits,
+    TensorRT's ONNX parser takes it, and ONNX Runtime's CPU kernel runs it as fast as the chain of n-1 ``Add`` and
+    a ``Mul`` by 1/n, or faster (docs/language.md, section 12). Like every op but conv and fc it counts no MACs.
+    """
+
+    name = "mean"
+    summary = "elementwise mean of tensors of one shape: mean(@a, @b, ...)"
+    onnx_ops = ("Mean",)
+
+    def combine(self, inputs):
+        if any(s != inputs[0] for s in inputs):
+            raise OpError("mean needs inputs of one shape, got " + ", ".join(fmt_shape(s) for s in inputs))
+        return inputs[0]
+
+    def lower(self, b, node):
+        b.emit("Mean", [b.input(node, i) for i in range(len(node.inputs))])
 
 
 def _broadcast(shapes: list[Shape]) -> Shape | None:
