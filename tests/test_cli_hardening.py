@@ -222,7 +222,7 @@ def test_run_refuses_to_save_over_its_weights(tmp_path):
 
 # ----------------------------------------------------------------------------- --arg values
 @pytest.mark.parametrize(("value", "message"), [
-    ("9" * 5000, "--arg classes: an integer of 5000 digits is too large (at most 100 digits)"),
+    ("9" * 5000, "--arg classes: an integer of 5,000 digits is too large (at most 100 digits)"),
     ("-" + "1" * 101, "--arg classes: an integer of 101 digits is too large (at most 100 digits)"),
     ("1e400", "--arg classes: '1e400' is not a finite number"),
     ("inf", "--arg classes: 'inf' is not a finite number"),
@@ -346,3 +346,36 @@ def test_bench_json_writes_non_finite_numbers_as_null(hostile, monkeypatch):
                                "--threads", "1", "--json")
     assert rc == 0, err
     assert strict_json(out)["results"][0]["throughput_ips"] is None
+
+
+# ----------------------------------------------------------------------------- .npy and .npz inputs
+def small_file_declaring(path: Path, shape: tuple[int, ...]) -> Path:
+    """An .npy header declaring ``shape`` (float32), followed by 64 bytes."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        f.write(b"\0" * 64)
+    return path
+
+
+def test_npy_and_npz_inputs_declaring_huge_arrays_are_refused_from_their_headers(tmp_path):
+    import zipfile
+
+    save_model(tmp_path / "m.onnx")
+    small_file_declaring(tmp_path / "big.npy", (10**10, 4))
+    with zipfile.ZipFile(tmp_path / "big.npz", "w") as z:
+        z.write(tmp_path / "big.npy", "x.npy")
+    rc, out, err = netdsl_main("run", "m.onnx", "--input", "big.npy", cwd=tmp_path)
+    assert rc == 1 and err == "netdsl: error: big.npy: not a readable .npy file: it declares 160,000,000,000 bytes " \
+                              "of data (10000000000x4 float32) but holds 64\n", err
+    rc, out, err = netdsl_main("run", "m.onnx", "--input", "big.npz", cwd=tmp_path)
+    assert rc == 1 and "big.npz: not a readable npz file: member `x.npy` declares 160000000000 bytes" in err, err
+    assert "out of memory" not in err
+
+
+def test_valid_npy_and_npz_inputs_still_run(tmp_path):
+    save_model(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", np.ones((3, 4), np.float32))
+    np.savez_compressed(tmp_path / "x.npz", x=np.ones((2, 4), np.float32), other=np.zeros(1))
+    rc, out, err = netdsl_main("run", "m.onnx", "--input", "x.npy", "--input", "x.npz", "--json", cwd=tmp_path)
+    assert rc == 0, err
+    assert strict_json(out)["inputs"]["x"]["shape"] == [5, 4]

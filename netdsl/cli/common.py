@@ -122,7 +122,7 @@ def parse_args_kv(items: list[str] | None) -> dict[str, int | float]:
         digits = value.strip().lstrip("+-").replace("_", "")
         if digits.isdigit() and digits.isascii():  # checked before int(): Python refuses over 4,300 digits
             if len(digits) > MAX_LITERAL_DIGITS:
-                raise UsageError(f"--arg {name}: an integer of {len(digits)} digits is too large "
+                raise UsageError(f"--arg {name}: an integer of {len(digits):,} digits is too large "
                                  f"(at most {MAX_LITERAL_DIGITS} digits)")
         try:
             out[name] = int(value)

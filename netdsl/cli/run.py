@@ -7,6 +7,7 @@ shares.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,15 +64,41 @@ def read_inputs(session, specs: list[str] | None, batch: int | None, seed: int =
 
 
 def _load_npy(path: str) -> np.ndarray:
+    """An ``.npy`` input; its header is checked against the file's size before any data is read (so a small
+    file cannot declare a huge array), and pickled objects are refused."""
+    import math
+
+    fmt = np.lib.format
     try:
+        with open(path, "rb") as f:
+            try:
+                version = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read(f)
+            except (ValueError, SyntaxError, TypeError, EOFError) as e:
+                raise InputError(f"{path}: not a readable .npy file ({' '.join(str(e).split())[:100]})") from None
+            if dtype.hasobject:
+                raise InputError(f"{path}: refused: it holds pickled Python objects; save a numeric array")
+            declared = math.prod(shape) * dtype.itemsize
+            held = os.fstat(f.fileno()).st_size - f.tell()
+            if declared != held:
+                raise InputError(f"{path}: not a readable .npy file: it declares {declared:,} bytes of data "
+                                 f"({'x'.join(map(str, shape))} {dtype}) but holds {held:,}")
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an .npy file") from None
     except (OSError, ValueError, EOFError) as e:
         raise InputError(f"{path}: not a readable .npy file ({e})") from None
 
 
 def _load_npz(path: str, name: str) -> np.ndarray:
+    """One array of an ``.npz`` input: the one named ``name``, or its only one. The archive's headers are checked
+    first, as a weight file's are (:func:`netdsl.checkpoint.read_headers`)."""
+    from ..checkpoint import read_headers
+
+    read_headers(path)  # zip members and .npy headers agree with the file's size; no pickled objects
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
