@@ -379,3 +379,13 @@ def test_valid_npy_and_npz_inputs_still_run(tmp_path):
     rc, out, err = netdsl_main("run", "m.onnx", "--input", "x.npy", "--input", "x.npz", "--json", cwd=tmp_path)
     assert rc == 0, err
     assert strict_json(out)["inputs"]["x"]["shape"] == [5, 4]
+
+
+def test_quoted_labels_in_a_net_file_cannot_carry_markup_or_escapes(tmp_path):
+    """Layer and weight names, which reports show, are letters, digits, `_` and `-` only."""
+    (tmp_path / "evil.net").write_text(f'network evil {{\n    input image: 1x8x8\n    "{HOSTILE}": conv 2 3x3\n}}\n',
+                                       encoding="utf-8")
+    for args in (("check",), ("summary",), ("weights", "list")):
+        rc, out, err = netdsl_main(*args, "evil.net", cwd=tmp_path)
+        assert rc == 1 and out == "" and "\x1b" not in err, (args, err)
+        assert err.startswith("evil.net:3:5: error: a name may hold letters, digits, `_` and `-`, got "), err
