@@ -8,6 +8,7 @@ traceback, an "internal error", an escape sequence on the terminal or a file wri
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import stat
@@ -148,6 +149,18 @@ def test_build_names_its_default_output_after_the_model_file(fake_build, tmp_pat
     assert sorted(os.listdir(tmp_path / "work")) == ["model.v2.plan"], out
     assert victim.read_bytes() == b"precious"
     assert out.startswith("wrote model.v2.plan: ")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                    reason="needs TensorRT for RTX (optional package tensorrt-rtx-cu13)")
+def test_a_real_build_of_a_model_named_like_a_path_writes_in_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETDSL_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "work").mkdir()
+    save_model(tmp_path / "work" / "m.onnx", graph="../victim/prod")
+    rc, out, err = netdsl_main("build", "m.onnx", "--batch", "1..2", cwd=tmp_path / "work")
+    assert rc == 0, err
+    assert sorted(os.listdir(tmp_path / "work")) == ["m.onnx", "m.plan"] and not (tmp_path / "victim").exists()
+    assert "wrote m.plan: ../victim/prod, fp32" in out, out
 
 
 def test_build_default_output_of_a_net_is_the_network_name(fake_build, tmp_path):
