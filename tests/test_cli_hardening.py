@@ -114,6 +114,12 @@ def test_file_names_are_shown_plain_and_literally(tmp_path):
     assert out == "wrote w[bold].npz: 10 tensors of network lenet5\n", out
 
 
+def test_usage_errors_quote_arguments_plain():
+    rc, out, err = netdsl_main("check", LENET, OSC + "extra")
+    assert rc == 2 and "\x1b" not in err and "\x07" not in err, err
+    assert "netdsl: error: unrecognized arguments: \\x1b]8;;http://x\\x07extra" in err, err
+
+
 def test_diagnostics_about_a_hostile_model_are_plain(hostile, tmp_path):
     feed = tmp_path / "f.npy"
     np.save(feed, np.zeros((1, 3), np.float32))
