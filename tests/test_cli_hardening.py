@@ -230,6 +230,24 @@ def test_run_refuses_to_save_outputs_over_any_of_its_inputs(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_run_refuses_to_save_over_an_image_of_an_input_folder(tmp_path):
+    pil = pytest.importorskip("PIL.Image", reason="reading images needs the optional package Pillow")
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8, 8])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["image"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    (tmp_path / "photos").mkdir()
+    pil.new("RGB", (8, 8)).save(tmp_path / "photos" / "a.png")
+    before = (tmp_path / "photos" / "a.png").read_bytes()
+    rc, out, err = netdsl_main("run", "m.onnx", "--input", "photos", "--save", "photos/a.png", cwd=tmp_path)
+    assert rc == 2 and "--save photos/a.png: that is the input photos/a.png" in err, err
+    assert (tmp_path / "photos" / "a.png").read_bytes() == before
+    rc, out, err = netdsl_main("run", "m.onnx", "--input", "photos", "--save", "photos/out.npz", cwd=tmp_path)
+    assert rc == 0 and sorted(os.listdir(tmp_path / "photos")) == ["a.png", "out.npz"], err
+
+
 def test_run_refuses_to_save_over_its_weights(tmp_path):
     (tmp_path / "w.npz").write_bytes(b"")
     assert netdsl_main("weights", "export", LENET, "-o", "w.npz", cwd=tmp_path)[0] == 0

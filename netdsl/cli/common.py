@@ -78,8 +78,7 @@ def default_output(given: str | os.PathLike, suffix: str) -> str:
 
 
 def model_inputs(args: argparse.Namespace) -> list[str]:
-    """Every file a runtime command reads: the model, --weights, --labels and --input files (for a folder of
-    images, the file of each output's name inside it)."""
+    """Every file or folder a runtime command reads: the model, --weights, --labels and --input files."""
     paths = [args.model, getattr(args, "weights", None), getattr(args, "labels", None)]
     for spec in getattr(args, "input", None) or ():
         _, sep, value = spec.partition("=")
@@ -95,10 +94,11 @@ def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> N
     from ..files import OutputError, check_output, refuse_overwrite
 
     inputs = model_inputs(args)
-    folders = [p for p in inputs if os.path.isdir(p)]
+    folders = [p for p in inputs if os.path.isdir(p)]  # of images: the files in them are inputs too
     given = {option: path for option, path in outputs.items() if path}
     for option, path in given.items():
-        refuse_overwrite(path, inputs + [os.path.join(f, os.path.basename(path)) for f in folders], option)
+        inside = [os.path.join(f, os.path.basename(path)) for f in folders]
+        refuse_overwrite(path, inputs + [f for f in inside if os.path.isfile(f)], option)
         for other, other_path in given.items():
             if other != option and os.path.realpath(other_path) == os.path.realpath(path):
                 raise UsageError(f"{option} {path}: {other} writes that file too")
