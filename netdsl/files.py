@@ -100,6 +100,18 @@ def _written_through(path: str | os.PathLike, st: os.stat_result | None) -> bool
     raise OutputError(f"{path}: not a regular file, a character device or a pipe; refusing to write it")
 
 
+def check_output(path: str | os.PathLike) -> None:
+    """OutputError when a write to ``path`` is bound to fail, as far as can be told before writing: a folder, a
+    missing folder, a kind of file that is not written (see the module docstring), no permission. For checks
+    before long work, and before handing a path to a library that would fail with a worse message."""
+    target, st = _resolved(path)
+    if _written_through(path, st):
+        if not os.access(target, os.W_OK):
+            raise OutputError(f"{path}: cannot write: permission denied")
+    elif not os.access(target.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write in directory {target.parent}: permission denied")
+
+
 def refuse_overwrite(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
                      option: str = "-o") -> None:
     """UsageError when ``output`` is one of ``inputs`` (the same file, also through a link or a hard link)."""

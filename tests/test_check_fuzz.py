@@ -3,7 +3,9 @@ diagnostic), never an internal error, a traceback or a hang.
 
 Three sources of input: random bytes, random sequences of the language's tokens (bare and inside a network), and
 the zoo's networks with random lines and characters deleted, inserted and duplicated. Each runs `check` in this
-process, with its output captured; the examples are derandomized, so every run tries the same inputs.
+process, with its output captured; the examples are derandomized, so every run tries the same inputs. Each input
+is bounded in time (hypothesis' deadline) and in memory (the peak of Python's allocations while it is checked,
+traced with tracemalloc).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from netdsl import cli
 NETWORKS = Path(__file__).resolve().parent.parent / "networks"
 ZOO = {p.name: p.read_text(encoding="utf-8") for p in sorted(NETWORKS.glob("*.net"))}
 
+MEMORY_LIMIT = 128 * 2**20  # inputs are a few KB; a zoo network checks within about 1 MiB of allocations
 FUZZ = settings(derandomize=True, deadline=timedelta(seconds=20), database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -39,12 +43,16 @@ def check_bytes(folder: Path, data: bytes) -> int:
     path.write_bytes(data)
     out, err = io.StringIO(), io.StringIO()
     saved = os.environ.pop("NETDSL_DEBUG", None)
+    tracemalloc.start()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = cli.main(["check", str(path)])
+        peak = tracemalloc.get_traced_memory()[1]
     finally:
+        tracemalloc.stop()
         if saved is not None:
             os.environ["NETDSL_DEBUG"] = saved
+    assert peak < MEMORY_LIMIT, (f"checking {len(data)} bytes took {peak} bytes of memory", data[:500])
     text = err.getvalue()
     assert rc in (0, 1), (rc, text[:2000], data[:500])
     assert "internal error" not in text and "Traceback" not in text, (text[:2000], data[:500])

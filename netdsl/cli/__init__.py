@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import NetdslError, UsageError
+from ..text import plain
 from ..version import __version__
 from .common import print_diagnostics
 
@@ -34,7 +35,7 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: exit 2 with a one-line hint
         self.print_usage(sys.stderr)
-        print(f"netdsl: error: {message}", file=sys.stderr)
+        print(f"netdsl: error: {plain(message)}", file=sys.stderr)  # it may quote any argument
         raise SystemExit(EXIT_USAGE)
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("NETDSL_DEBUG"):
             raise
-        print(f"netdsl: internal error: {type(e).__name__}: {e}\n"
+        print(f"netdsl: internal error: {type(e).__name__}: {plain(e)}\n"
               f"note: this is a bug in netdsl; rerun with NETDSL_DEBUG=1 for a traceback and report it",
               file=sys.stderr)
         return EXIT_INTERNAL

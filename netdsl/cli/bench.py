@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 import time
 
 from ..benchmark import bench_batch, check_batches, host, versions
 from ..errors import UsageError
-from .common import add_model_options, open_session
+from .common import add_model_options, open_session, print_json
 
 
 # ============================================================================= argument types
@@ -127,7 +126,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                                  min_iterations=args.min_iterations, seed=args.seed, bar=bar,
                                                  cuda_graph=args.cuda_graph))
     if args.json:
-        print(json.dumps(report, indent=1))
+        print_json(report)
     else:
         _print_bench(report, on_device)
     return 0

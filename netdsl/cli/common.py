@@ -4,13 +4,18 @@ loading, and the one compile sequence (load, print warnings, resolve weights, re
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import numbers
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import Diagnostic, UsageError
+from ..text import plain
 
 if TYPE_CHECKING:  # the compiler is imported when a command runs, not when its options are declared
     import numpy as np
@@ -30,21 +35,107 @@ def print_diagnostics(diags, stream=None) -> None:
         print(d.render(color), file=stream)
 
 
+def _finite(value):
+    """``value`` with every non-finite number (NaN, +-inf) replaced by None, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, int):  # float, numpy floats
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def json_text(value, **options) -> str:
+    """``value`` as the text of a ``--json`` report: strict JSON, in which a non-finite number (NaN, an
+    infinity) is written as ``null`` (JSON has no NaN or Infinity). ``options`` go to ``json.dumps``."""
+    return json.dumps(_finite(value), indent=1, allow_nan=False, **options)
+
+
+def print_json(value, **options) -> None:
+    print(json_text(value, **options))
+
+
+# ----------------------------------------------------------------------------- output paths
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_file_name(stem: str, fallback: str = "model") -> str:
+    """``stem`` made a plain file name for the current folder: runs of characters other than letters, digits,
+    ``.``, ``_`` and ``-`` become ``_``, leading dots go (no hidden files, no ``..``), a leading ``-`` becomes
+    ``_`` (not an option when the name is reused on a command line); ``fallback`` when nothing is left."""
+    name = _UNSAFE_IN_NAMES.sub("_", stem).lstrip(".")[:100]
+    if name.startswith("-"):
+        name = "_" + name[1:]
+    return name or fallback
+
+
+def default_output(given: str | os.PathLike, suffix: str) -> str:
+    """The default output of a command reading the file ``given``: its stem, sanitised
+    (:func:`safe_file_name`), with ``suffix``, in the current folder. Never a name taken from inside the file."""
+    return safe_file_name(Path(given).stem) + suffix
+
+
+def model_inputs(args: argparse.Namespace) -> list[str]:
+    """Every file or folder a runtime command reads: the model, --weights, --labels and --input files."""
+    paths = [args.model, getattr(args, "weights", None), getattr(args, "labels", None)]
+    for spec in getattr(args, "input", None) or ():
+        _, sep, value = spec.partition("=")
+        for part in {spec, value} if sep else {spec}:
+            paths.extend(part.split(","))
+    return [p for p in paths if p]
+
+
+def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> None:
+    """Before any work: no output (``{option: path}``) may be an input of the command (UsageError), two options
+    may not name one file, and each output must be writable as far as can be told in advance (OutputError:
+    a folder, a missing folder, a special file that cannot be written)."""
+    from ..files import OutputError, check_output, refuse_overwrite
+
+    inputs = model_inputs(args)
+    folders = [p for p in inputs if os.path.isdir(p)]  # of images: the files in them are inputs too
+    given = {option: path for option, path in outputs.items() if path}
+    for option, path in given.items():
+        inside = [os.path.join(f, os.path.basename(path)) for f in folders]
+        refuse_overwrite(path, inputs + [f for f in inside if os.path.isfile(f)], option)
+        for other, other_path in given.items():
+            if other != option and os.path.realpath(other_path) == os.path.realpath(path):
+                raise UsageError(f"{option} {path}: {other} writes that file too")
+        try:
+            check_output(path)
+        except OutputError as e:
+            raise OutputError(f"{option} {e.diagnostics[0].message}") from None
+
+
 # ----------------------------------------------------------------------------- options
 def parse_args_kv(items: list[str] | None) -> dict[str, int | float]:
     """``--arg classes=10`` values as numbers."""
+    from ..syntax import MAX_LITERAL_DIGITS
+
     out: dict[str, int | float] = {}
     for item in items or ():
         name, sep, value = item.partition("=")
         if not sep or not name.isidentifier():
-            raise UsageError(f"--arg expects NAME=VALUE, got {item!r}")
+            raise UsageError(f"--arg expects NAME=VALUE, got {plain(repr(item), 80)}")
+        shown = plain(repr(value), 80)
+        digits = value.strip().lstrip("+-").replace("_", "")
+        if digits.isdigit() and digits.isascii():  # checked before int(): Python refuses over 4,300 digits
+            if len(digits) > MAX_LITERAL_DIGITS:
+                raise UsageError(f"--arg {name}: an integer of {len(digits):,} digits is too large "
+                                 f"(at most {MAX_LITERAL_DIGITS} digits)")
         try:
             out[name] = int(value)
+            continue
         except ValueError:
-            try:
-                out[name] = float(value)
-            except ValueError:
-                raise UsageError(f"--arg {name}: {value!r} is not a number") from None
+            pass
+        try:
+            number = float(value)
+        except ValueError:
+            raise UsageError(f"--arg {name}: {shown} is not a number") from None
+        if not math.isfinite(number):
+            raise UsageError(f"--arg {name}: {shown} is not a finite number")
+        out[name] = number
     return out
 
 
@@ -120,7 +211,7 @@ def resolve_weights(net: Network, args: argparse.Namespace) -> dict[str, np.ndar
                           seed=args.seed)
     if result.missing:
         more = len(result.missing) - 8
-        print(f"netdsl: warning: {args.weights} lacks {len(result.missing)} weight(s), initialised from seed "
+        print(f"netdsl: warning: {plain(args.weights)} lacks {len(result.missing)} weight(s), initialised from seed "
               f"{args.seed}: " + ", ".join(result.missing[:8]) + (f" (and {more} more)" if more > 0 else ""),
               file=sys.stderr)
     return result.weights
@@ -201,6 +292,7 @@ def open_session(args: argparse.Namespace, engine: str | None = None, device: st
 
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
+    check_outputs(args, {"--save-optimized": args.save_optimized, "--save": getattr(args, "save", None)})
     model, weights, compile_options = compile_model(args)
     extra.setdefault("precision", compile_options["dtype"])
     return Session(model, engine=engine or args.engine, device=device or args.device, threads=args.threads,

@@ -24,14 +24,15 @@ outputs alone: an intermediate divergence that does not reach them is reported, 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..agreement import agreement, dims, first_divergence, intermediate_tensors
 from ..errors import EngineError, UsageError
-from .common import add_model_options, compilation, dtype_options
+from ..text import plain, rich_safe
+from .common import add_model_options, compilation, dtype_options, print_json
 
 ENGINE_OPTIONS = ("opt", "threads", "precision")
 VARIANTS = ("fold-bn", "fp16")
@@ -92,6 +93,18 @@ def parse_targets(text: str) -> list[Target]:
     return targets
 
 
+def tolerance(text: str) -> float:
+    """A tolerance: a finite number, zero or more (argparse type). NaN would make every comparison fail,
+    an infinity every one pass."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number, zero or more; got {text!r}")
+    return value
+
+
 # ----------------------------------------------------------------------------- models
 def base_model(args: argparse.Namespace):
     """The ONNX model every pair starts from: a .net compiled with the common options, or a .onnx file."""
@@ -135,8 +148,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError("--batch must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
-    if args.atol < 0 or args.rtol < 0:
-        raise UsageError("--atol and --rtol must not be negative")
     if args.save_optimized:
         raise UsageError("--save-optimized applies to one engine; use `netdsl run` for it")
     targets = parse_targets(args.engines)
@@ -149,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     results = [s.run(feeds) for s in sessions]
     report = build_report(targets, models, sessions, feeds, results, args)
     if args.json:
-        print(json.dumps(report, indent=1))
+        print_json(report)
     else:
         print_report(report)
     return 0 if report["pass"] else 1
@@ -162,7 +173,7 @@ def read_inputs_for(session, args: argparse.Namespace) -> dict[str, np.ndarray]:
 
 
 def build_report(targets, models, sessions, feeds, results, args) -> dict:
-    """The JSON report (see docs/runtime.md, "netdsl compare")."""
+    """The JSON report (see docs/runtime.md, "netdsl compare"); names in it are the model's own."""
     ref_model, ref_out = models[0], results[0]
     outputs = [o.name for o in ref_model.graph.output]
     order = intermediate_tensors(ref_model)
@@ -204,35 +215,38 @@ def build_report(targets, models, sessions, feeds, results, args) -> dict:
 
 
 def print_report(report: dict) -> None:
+    """The report as text; names from the model (its name, inputs, outputs, tensors) are shown literally."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=True)
-    inputs = ", ".join(f"{k} {dims(v['shape'])} {v['dtype']}" for k, v in report["inputs"].items())
-    console.print(f"{report['model']}: inputs {inputs} ({report['input_source']}); "
+    inputs = ", ".join(f"{rich_safe(k)} {dims(v['shape'])} {v['dtype']}" for k, v in report["inputs"].items())
+    console.print(f"{rich_safe(report['model'])}: inputs {inputs} ({report['input_source']}); "
                   f"atol {report['atol']:g}, rtol {report['rtol']:g}; reference {report['reference']}")
     for e in report["engines"]:
-        console.print(f"  {e['label']}: {e['engine']} {e.get('engine_version', '')} on {e.get('device_name', '?')}, "
+        console.print(f"  {rich_safe(e['label'])}: {e['engine']} {e.get('engine_version', '')} on "
+                      f"{rich_safe(e.get('device_name', '?'))}, "
                       f"opt {e.get('opt_level', '-')}, {e.get('threads', '-')} threads, "
                       f"prepared in {e['prepare_seconds'] * 1000:.0f} ms")
     for comp in report["comparisons"]:
-        table = Table(title=f"{comp['engine']} vs {comp['reference']}", title_justify="left")
+        table = Table(title=f"{rich_safe(comp['engine'])} vs {rich_safe(comp['reference'])}", title_justify="left")
         for col, justify in (("output", "left"), ("shape", "left"), ("max abs", "right"), ("max rel", "right"),
                              ("mismatched", "right"), ("result", "left")):
             table.add_column(col, justify=justify)
         for name, o in comp["outputs"].items():
             if "max_abs" not in o:
-                table.add_row(name, "", "", "", "", "[red]FAIL[/red] " + o["note"])
+                table.add_row(rich_safe(name), "", "", "", "", "[red]FAIL[/red] " + rich_safe(o["note"]))
                 continue
             verdict = "[green]pass[/green]" if o["pass"] else "[red]FAIL[/red]"
-            table.add_row(name, dims(o["shape"]), _fmt(o["max_abs"]), _fmt(o["max_rel"]),
-                          f"{o['mismatched']}/{o['size']}", verdict + (" " + o["note"] if "note" in o else ""))
+            note = " " + rich_safe(o["note"]) if "note" in o else ""
+            table.add_row(rich_safe(name), dims(o["shape"]), _fmt(o["max_abs"]), _fmt(o["max_rel"]),
+                          f"{o['mismatched']}/{o['size']}", verdict + note)
         console.print(table)
         if "per_layer" in comp:
             pl = comp["per_layer"]
             first = pl["first_divergence"]
             if "note" in pl:
-                console.print(f"per layer: nothing compared: {pl['note']}")
+                console.print(f"per layer: nothing compared: {rich_safe(pl['note'])}")
             elif first is None:
                 console.print(f"per layer: all {pl['compared']} intermediate tensors agree")
             else:
@@ -255,7 +269,7 @@ def _quote(location: str | None, message: str) -> str:
     path, _, rest = (location or "").rpartition(":")
     path, _, line = path.rpartition(":")
     if not (path and line.isdigit() and rest.isdigit()):
-        return f"per layer: {message}" + (f" ({location})" if location else " (no .net location)")
+        return plain(f"per layer: {message}" + (f" ({location})" if location else " (no .net location)"))
     span = Span(SourceFile.read(path) or path, int(line), int(rest), int(line), int(rest) + 1)
     return Diagnostic("note", message, span).render()
 
@@ -271,8 +285,8 @@ def register(sub) -> None:
                    help="comma list of engine:device[+option...], the first being the reference, e.g. "
                         "ort:cpu,ort:cuda,trt:cuda or ort:cpu,ort:cpu+opt=disable,ort:cpu+fold-bn,ort:cpu+fp16 "
                         "(options: opt=LEVEL, threads=N, precision=P, fold-bn, fp16)")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
-    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    p.add_argument("--atol", type=tolerance, default=1e-4, help="absolute tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=tolerance, default=1e-3, help="relative tolerance (default 1e-3)")
     p.add_argument("--input", action="append", metavar="NAME=FILE",
                    help="an input: .npy, .npz, an image or a folder of images (repeatable); default: random")
     p.add_argument("--batch", type=int, metavar="N", help="batch size of the random input (default 1)")

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from ..errors import UsageError
+from ..text import plain
 from . import EXIT_OK
-from .common import add_network_options, add_weight_options, compilation, load_network, use_color
+from .common import (
+    add_network_options,
+    add_weight_options,
+    compilation,
+    load_network,
+    print_json,
+    safe_file_name,
+    use_color,
+)
 
 
 # ----------------------------------------------------------------------------- check / summary / compile
@@ -17,7 +25,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     net = load_network(args)
     s = net.summary()
     if not args.quiet:
-        print(f"{net.path}: ok: network {net.name}, {len(s.layers)} layers, {s.params:,} params, "
+        print(f"{plain(net.path)}: ok: network {net.name}, {len(s.layers)} layers, {s.params:,} params, "
               f"{s.macs:,} MACs (conv+fc), {len(net.warnings)} warning(s)")
     return EXIT_OK
 
@@ -30,7 +38,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
             raise UsageError("--depth must be at least 1")
         s = s.rolled_up(args.depth)
     if args.json:
-        print(json.dumps(s.to_json(), indent=1))
+        print_json(s.to_json())
     else:
         from ..analysis import render_table
 
@@ -50,7 +58,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         nonlocal out
         if args.seed < 0:
             raise UsageError("--seed must be a non-negative integer")
-        out = args.output or f"{net.name}.onnx"
+        out = args.output or safe_file_name(net.name) + ".onnx"  # a network name is an identifier
         if os.path.isdir(out):
             raise UsageError(f"-o {out}: is a directory; give the path of the .onnx file to write")
         from ..files import refuse_overwrite
@@ -63,7 +71,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     files = net.save(out, opset=args.opset, seed=c.seed, weights=c.weights, external_data=external, **c.options)
     if not args.quiet:
         s = net.summary()
-        print(f"wrote {' and '.join(files)}: network {net.name}, opset {args.opset}, {s.params:,} params")
+        print(f"wrote {plain(' and '.join(files))}: network {net.name}, opset {args.opset}, {s.params:,} params")
     return EXIT_OK
 
 
@@ -87,7 +95,8 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic weight initialisation")
     p.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
-                   help="store weights in <output>.data (auto: only past the 2 GB protobuf limit)")
+                   help="store weights in <output>.<hash>.data beside the model (auto: only past the 2 GB "
+                        "protobuf limit)")
     p.add_argument("--fold-bn", action="store_true", help="fold each bn into the conv before it (netdsl.optimize)")
     add_weight_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")

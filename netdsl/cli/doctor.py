@@ -9,9 +9,9 @@ install it. It always exits 0: it is a report.
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..doctor import doctor_report, plain
+from .common import print_json
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - doctor reports; it does not fail
         report = {"error": f"netdsl doctor could not finish: {type(e).__name__}: {e}"}
     if args.json:
-        print(json.dumps(report, indent=1, default=str))
+        print_json(report, default=str)
     else:
         _print_doctor(report)
     return 0

@@ -7,14 +7,15 @@ shares.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UsageError
 from ..preprocess import InputError, image_files, is_image
-from .common import add_model_options, open_session
+from ..text import rich_safe
+from .common import add_model_options, open_session, print_json
 
 
 def read_inputs(session, specs: list[str] | None, batch: int | None, seed: int = 0) -> dict[str, np.ndarray]:
@@ -63,15 +64,41 @@ def read_inputs(session, specs: list[str] | None, batch: int | None, seed: int =
 
 
 def _load_npy(path: str) -> np.ndarray:
+    """An ``.npy`` input; its header is checked against the file's size before any data is read (so a small
+    file cannot declare a huge array), and pickled objects are refused."""
+    import math
+
+    fmt = np.lib.format
     try:
+        with open(path, "rb") as f:
+            try:
+                version = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read(f)
+            except (ValueError, SyntaxError, TypeError, EOFError) as e:
+                raise InputError(f"{path}: not a readable .npy file ({' '.join(str(e).split())[:100]})") from None
+            if dtype.hasobject:
+                raise InputError(f"{path}: refused: it holds pickled Python objects; save a numeric array")
+            declared = math.prod(shape) * dtype.itemsize
+            held = os.fstat(f.fileno()).st_size - f.tell()
+            if declared != held:
+                raise InputError(f"{path}: not a readable .npy file: it declares {declared:,} bytes of data "
+                                 f"({'x'.join(map(str, shape))} {dtype}) but holds {held:,}")
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an .npy file") from None
     except (OSError, ValueError, EOFError) as e:
         raise InputError(f"{path}: not a readable .npy file ({e})") from None
 
 
 def _load_npz(path: str, name: str) -> np.ndarray:
+    """One array of an ``.npz`` input: the one named ``name``, or its only one. The archive's headers are checked
+    first, as a weight file's are (:func:`netdsl.checkpoint.read_headers`)."""
+    from ..checkpoint import read_headers
+
+    read_headers(path)  # zip members and .npy headers agree with the file's size; no pickled objects
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
@@ -125,10 +152,11 @@ def read_labels(path: str | None) -> list[str] | None:
 
 
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    from ..files import atomic_open
+    """Write ``arrays`` to ``path`` as every netdsl output is written (:mod:`netdsl.files`); OutputError when it
+    cannot be written (a folder, a full disk)."""
+    from ..files import write_with
 
-    with atomic_open(path) as f:
-        np.savez(f, **arrays)
+    write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -145,39 +173,40 @@ def cmd_run(args: argparse.Namespace) -> int:
               "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
               "outputs": {k: output_report(k, v, args.topk, labels) for k, v in outputs.items()}}
     if args.json:
-        print(json.dumps(report, indent=1))
+        print_json(report)
         return 0
     _print_run(report, args.save)
     return 0
 
 
 def _print_run(report: dict, saved: str | None) -> None:
+    """The report as text; what comes from files (the model's names, labels, paths) is shown literally."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=True)
-    console.print(f"{report['model']} on {report['engine']}:{report['device']} ({report['device_name']}), "
-                  f"prepared in {report['prepare_seconds'] * 1000:.0f} ms")
+    console.print(f"{rich_safe(report['model'])} on {report['engine']}:{report['device']} "
+                  f"({rich_safe(report['device_name'])}), prepared in {report['prepare_seconds'] * 1000:.0f} ms")
     for name, rep in report["outputs"].items():
         shape = "x".join(map(str, rep["shape"]))
         if "topk" in rep:
             for n, row in enumerate(rep["topk"]):
-                table = Table(title=f"{name} [{n}]: top {len(row)}", title_justify="left")
+                table = Table(title=f"{rich_safe(name)} [{n}]: top {len(row)}", title_justify="left")
                 table.add_column("rank", justify="right")
                 table.add_column("class", justify="right")
                 table.add_column("label")
                 table.add_column("probability", justify="right")
                 table.add_column("logit", justify="right")
                 for r, item in enumerate(row, 1):
-                    table.add_row(str(r), str(item["index"]), item["label"] or "", f"{item['probability']:.4f}",
-                                  f"{item['score']:.4f}")
+                    table.add_row(str(r), str(item["index"]), rich_safe(item["label"] or ""),
+                                  f"{item['probability']:.4f}", f"{item['score']:.4f}")
                 console.print(table)
         else:
             stats = "" if "min" not in rep else (f"min {rep['min']:.4g}  max {rep['max']:.4g}  "
                                                   f"mean {rep['mean']:.4g}  std {rep['std']:.4g}")
-            console.print(f"{name}: {shape} {rep['dtype']}  {stats}")
+            console.print(f"{rich_safe(name)}: {shape} {rep['dtype']}  {stats}")
     if saved:
-        console.print(f"saved every output to {saved}")
+        console.print(f"saved every output to {rich_safe(saved)}")
 
 
 def register(sub) -> None:

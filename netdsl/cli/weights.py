@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from .common import add_network_options, add_weight_options, load_network, resolve_weights
+from ..text import plain, rich_safe
+from .common import add_network_options, add_weight_options, load_network, print_json, resolve_weights
 
 
 # ----------------------------------------------------------------------------- netdsl weights ...
@@ -14,16 +14,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     net = load_network(args)
     rows = net.weight_table()
     if args.json:
-        print(json.dumps({"network": net.name, "weights": rows}, indent=1))
+        print_json({"network": net.name, "weights": rows})
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"weights of network {net.name}", title_justify="left")
+    table = Table(title=f"weights of network {rich_safe(net.name)}", title_justify="left")
     for col in ("name", "shape", "dtype", "kind", "source"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], "x".join(map(str, r["shape"])), r["dtype"], r["kind"], r["location"])
+    for r in rows:  # the source column holds the file's path: shown literally
+        table.add_row(rich_safe(r["name"]), "x".join(map(str, r["shape"])), r["dtype"], r["kind"],
+                      rich_safe(r["location"]))
     Console(highlight=False, width=160 if not sys.stdout.isatty() else None).print(table)
     params = sum(1 for r in rows if r["kind"] == "param")
     print(f"{len(rows)} tensors ({params} parameters, {len(rows) - params} buffers)")
@@ -40,7 +41,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if weights is None:
         weights = net.initial_weights(args.seed)
     write_checkpoint(args.output, weights)
-    print(f"wrote {args.output}: {len(weights)} tensors of network {net.name}")
+    print(f"wrote {plain(args.output)}: {len(weights)} tensors of network {net.name}")
     return 0
 
 

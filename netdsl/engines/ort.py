@@ -96,6 +96,32 @@ def _batch(feeds: dict[str, np.ndarray]) -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def _optimized_model(so, path: str | None) -> Iterator[None]:
+    """With ``path``: ONNX Runtime writes its optimised model into a scratch folder, and on success the model is
+    moved to ``path`` as every netdsl output is (:mod:`netdsl.files`: atomically, links and devices kept, write
+    failures as messages). ``path`` is checked first: ONNX Runtime's own failure to write it reads as a failure
+    to load the model ("SystemError : 2")."""
+    if not path:
+        yield
+        return
+    import shutil
+    import tempfile
+
+    from ..files import check_output, write_with
+
+    check_output(path)
+    scratch = tempfile.mkdtemp(prefix="netdsl-optimized-")
+    try:
+        written = os.path.join(scratch, "optimized.onnx")
+        so.optimized_model_filepath = written
+        yield
+        with open(written, "rb") as f:
+            write_with(path, lambda out: shutil.copyfileobj(f, out, 1 << 20))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 class OrtEngine(Engine):
     name = "ort"
 
@@ -122,24 +148,23 @@ class OrtEngine(Engine):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = log_severity()  # the runtime's log is not the user's to read (module docstring)
-        if options.save_optimized:
-            so.optimized_model_filepath = options.save_optimized
         providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
         if options.extra_outputs:
             model = with_extra_outputs(model, options.extra_outputs)
         source = model.path if model.path is not None and model.onnx_bytes is None else model.read_bytes()
         start = time.perf_counter()
         printed = io.StringIO()  # ONNX Runtime prints "EP Error ... Falling back" notes to stdout itself
-        try:
-            with contextlib.redirect_stdout(printed):
-                session = ort.InferenceSession(source, sess_options=so, providers=providers)
-        except MemoryError:
-            raise EngineError("out of memory while loading the model") from None
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types from C++
-            raise EngineError(f"ONNX Runtime could not load the model: {_first_line(e)}") from None
-        finally:
-            if debugging() and printed.getvalue():
-                sys.stderr.write(printed.getvalue())
+        with _optimized_model(so, options.save_optimized):
+            try:
+                with contextlib.redirect_stdout(printed):
+                    session = ort.InferenceSession(source, sess_options=so, providers=providers)
+            except MemoryError:
+                raise EngineError("out of memory while loading the model") from None
+            except Exception as e:  # noqa: BLE001 - ORT raises its own exception types from C++
+                raise EngineError(f"ONNX Runtime could not load the model: {_first_line(e)}") from None
+            finally:
+                if debugging() and printed.getvalue():
+                    sys.stderr.write(printed.getvalue())
         if device != "cpu" and provider not in session.get_providers():
             raise EngineError(_why_unavailable(ort, device, session.get_providers()))
         return OrtRunner(session, device, threads, options, time.perf_counter() - start)
