@@ -462,10 +462,17 @@ def test_an_oversized_import_is_reported_at_the_import(tmp_path, capsys):
     assert "larger than 10 MiB" in first, first
 
 
-def test_an_unreadable_import_is_reported_at_the_import(tmp_path, capsys):
-    if POSIX and os.geteuid() == 0:
-        pytest.skip("root reads every file")
+def test_an_unreadable_import_is_reported_at_the_import(tmp_path, capsys, monkeypatch):
     (tmp_path / "locked.net").write_text("block b(c) {\n    conv c 1x1\n}\n")
     (tmp_path / "locked.net").chmod(0)
+    if POSIX and os.geteuid() == 0:  # root reads every file: the denial root would not get is made by hand
+        real_open = os.open
+
+        def denied(path, flags, *args, **kwargs):
+            if os.fspath(path).endswith("locked.net"):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", denied)
     first = _import_error(tmp_path, "locked.net", capsys)
     assert "cannot read" in first, first
