@@ -29,7 +29,9 @@ def test_structure_follows_the_blocks_and_their_calls():
     _, s = view_of("resnet50")
     groups = {g.path: g for g in s.root.groups()}
     assert (groups["layer1"].kind, groups["layer1"].line) == ("stage", 22)
-    assert [c.path for c in groups["layer1"].children] == ["layer1.0", "layer1.1", "layer1.2"]
+    assert [c.path for c in groups["layer1"].children] == ["layer1.0", "layer1.1..2"]  # bottleneck(width) x 2
+    assert groups["layer1.1..2"].repeat == 2 and groups["layer3.1..5"].repeat == 5
+    assert [c.path for c in groups["layer1.1..2"].children] == ["layer1.1", "layer1.2"]
     assert {groups[f"layer1.{i}"].kind for i in range(3)} == {"bottleneck"}
     assert groups["layer1.0"].line == 15 and groups["layer1.1"].line == 15
     assert groups["layer1.0.downsample"].kind == "projection"
@@ -48,9 +50,12 @@ def test_layout_is_readable_for_every_zoo_network_at_every_depth(path):
     net = netdsl.load(path)
     s = structure(net.graph, net.summary())
     deepest = max(g.depth for g in s.root.groups())
+    repeats = {g.path for g in s.root.groups() if g.repeat}
     for depth in range(1, deepest + 2):
         lay = layout(s, default_expanded(s, depth))
         assert layout_problems(s, lay) == [], f"{path.name} at depth {depth}"
+        folded = layout(s, default_expanded(s, depth) - repeats)  # every `x N` run as one box
+        assert layout_problems(s, folded) == [], f"{path.name} at depth {depth}, repeats folded"
         shown = {b.key for b in lay.boxes}
         assert len(shown) == len(lay.boxes)
         if depth > deepest:  # everything open: every node is a box of its own

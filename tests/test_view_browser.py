@@ -75,6 +75,9 @@ def test_expanding_layer1_shows_three_bottlenecks(browser, pages):
     assert blocks.count() == 3
     assert all("bottleneck" in t for t in blocks.all_text_contents())
     assert page.locator('g.frame[data-key="glayer1"]').count() == 1
+    page.click('g.frame[data-key="glayer1.1..2"] .title')  # bottleneck(width) x 2 folds into one box
+    assert page.locator('#diagram g.box.group[data-key^="glayer1."]').all_text_contents() == [
+        "0: bottleneck256x56x56  \u25b8 12 layers", "1\u20132: bottleneck \u00d7 2256x56x56  \u25b8 20 layers"]
     page.click('g.frame[data-key="glayer1"] .title')  # its title closes it again
     assert page.locator('[data-key^="glayer1."]').count() == 0
     assert problems == []

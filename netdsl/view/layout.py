@@ -55,8 +55,9 @@ class Layout:
 
 
 def default_expanded(s: Structure, depth: int) -> set[str]:
-    """The groups shown open at ``--depth N``: those less than N name components deep."""
-    return {g.path for g in s.root.groups() if g.path and g.depth < depth}
+    """The groups shown open at ``--depth N``: those less than N name components deep, and every ``x N`` run
+    (a frame around the repeated blocks, which folds into one box)."""
+    return {g.path for g in s.root.groups() if g.path and (g.repeat or g.depth < depth)}
 
 
 def layout(s: Structure, expanded: set[str]) -> Layout:
@@ -165,10 +166,17 @@ def layout_problems(s: Structure, lay: Layout) -> list[str]:
     a frame it was not drawn in."""
     import numpy as np
 
-    def path(key: str) -> str:
-        return key[1:] if key[0] == "g" else s.names[int(key[1:])]
+    parent = s.root.parents()
 
-    paths = [path(b.key) for b in lay.boxes]
+    def ancestors(key: str) -> set[str]:
+        out = set()
+        while key in parent and parent[key]:
+            out.add(parent[key])
+            key = "g" + parent[key]
+        return out
+
+    paths = [b.key[1:] for b in lay.boxes]
+    above = [ancestors(b.key) for b in lay.boxes]
     rect = np.array([(b.x, b.y, b.x + b.w, b.y + b.h) for b in lay.boxes], dtype=float).reshape(-1, 4)
     frame = np.array([b.frame for b in lay.boxes], dtype=bool)
     problems: list[str] = []
@@ -179,18 +187,18 @@ def layout_problems(s: Structure, lay: Layout) -> list[str]:
         for j in np.nonzero(hit)[0]:
             if j <= i:
                 continue
-            a, c = paths[i], paths[j]
-            nested = (frame[i] and c.startswith(a + ".")) or (frame[j] and a.startswith(c + "."))
+            nested = (frame[i] and paths[i] in above[j]) or (frame[j] and paths[j] in above[i])
             if not nested:
                 problems.append(f"boxes {lay.boxes[i].key} and {lay.boxes[j].key} overlap")
         if b.frame:
-            inner = [j for j, p in enumerate(paths) if p.startswith(paths[i] + ".")]
+            inner = [j for j in range(len(paths)) if paths[i] in above[j]]
             for j in inner:
                 if not (rect[j, 0] >= rect[i, 0] - eps and rect[j, 2] <= rect[i, 2] + eps and
                         rect[j, 1] >= rect[i, 1] - eps and rect[j, 3] <= rect[i, 3] + eps):
                     problems.append(f"box {lay.boxes[j].key} lies outside the frame of {b.key}")
     for e in lay.edges:
-        allowed = frame & np.array([e.level == p or e.level.startswith(p + ".") for p in paths], dtype=bool)
+        level = {e.level} | ancestors("g" + e.level)
+        allowed = frame & np.array([p in level for p in paths], dtype=bool)
         for (x1, y1), (x2, y2) in zip(e.points, e.points[1:], strict=False):
             lo_x, hi_x, lo_y, hi_y = min(x1, x2), max(x1, x2), min(y1, y2), max(y1, y2)
             hit = ((rect[:, 0] < hi_x - eps) & (rect[:, 2] > lo_x + eps) &

@@ -11,7 +11,7 @@ const outputs = new Set(D.outputs.map(o => o[1]));
 const groups = {};          // path -> group record
 const parentOf = {};        // "n3" / "g<path>" -> parent path
 function build(t, parent) {
-  const g = {path: t[0], kind: t[1], file: t[2], line: t[3], children: [], nodes: []};
+  const g = {path: t[0], kind: t[1], file: t[2], line: t[3], children: [], nodes: [], repeat: t[5]};
   groups[g.path] = g;
   for (const c of t[4]) {
     if (typeof c === "number") { g.children.push(c); g.nodes.push(c); parentOf["n" + c] = g.path; }
@@ -128,8 +128,11 @@ function labels(k) {
     const name = /^\d+$/.test(last) ? r[0] : last + ": " + r[0];
     return [name + (r[1] ? " " + r[1] : ""), r[2]];
   }
-  const g = groups[k.slice(1)], last = g.path.split(".").pop();
-  return [last + (g.kind ? ": " + g.kind : ""), g.shape + "  \u25b8 " + g.nodes.length + " layers"];
+  const g = groups[k.slice(1)], end = c => c.path.split(".").pop();
+  if (g.repeat)  // the blocks of one `x N` call
+    return [end(g.children[0]) + "\u2013" + end(g.children[g.children.length - 1]) + ": " + g.kind + " \u00d7 " +
+      g.repeat, g.shape + "  \u25b8 " + g.nodes.length + " layers"];
+  return [end(g) + (g.kind ? ": " + g.kind : ""), g.shape + "  \u25b8 " + g.nodes.length + " layers"];
 }
 function draw() {
   current = layout();
@@ -185,7 +188,7 @@ function describe(k) {
       ["source", (D.files[r[7]] || ["?"])[0] + ":" + r[8]], ...r[9].map(w => ["weight", w])];
   }
   const g = groups[k.slice(1)];
-  return [["block", g.path], ["kind", g.kind || "group"], ["output", g.shape], ["layers", String(g.nodes.length)],
+  return [["block", g.path], ["kind", (g.kind || "group") + (g.repeat ? " \u00d7 " + g.repeat : "")], ["output", g.shape], ["layers", String(g.nodes.length)],
     ["params", g.sum[0].toLocaleString("en")], ["MACs", g.sum[1].toLocaleString("en")], ["memory", bytes(g.sum[2])],
     ["source", (D.files[g.file] || ["?"])[0] + ":" + g.line]];
 }

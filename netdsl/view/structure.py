@@ -30,6 +30,8 @@ class Group:
     file: int  # index into Structure.files, -1 when unknown
     line: int
     children: tuple[int | Group, ...]
+    repeat: int = 0  # N for the group that holds the N blocks of one `x N` call (path ``layer1.1..2``)
+    column: int = 0
 
     def nodes(self) -> list[int]:
         """Every node index under this group, in graph order."""
@@ -48,7 +50,18 @@ class Group:
 
     @property
     def depth(self) -> int:
-        return 0 if not self.path else self.path.count(".") + 1
+        return 0 if not self.path else len([p for p in self.path.split(".") if p])
+
+    def parents(self) -> dict[str, str]:
+        """Box key (``n<index>``, ``g<path>``) -> path of the group holding it, for this group and below."""
+        out: dict[str, str] = {}
+        for c in self.children:
+            if isinstance(c, int):
+                out[f"n{c}"] = self.path
+            else:
+                out[f"g{c.path}"] = self.path
+                out.update(c.parents())
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +87,8 @@ class Structure:
 
     def to_json(self) -> dict:
         def group(g: Group) -> list:
-            return [g.path, g.kind, g.file, g.line, [c if isinstance(c, int) else group(c) for c in g.children]]
+            return [g.path, g.kind, g.file, g.line, [c if isinstance(c, int) else group(c) for c in g.children],
+                    g.repeat]
 
         return {"network": self.network, "tree": group(self.root), "names": list(self.names),
                 "inputs": [list(i) for i in self.inputs], "outputs": [list(o) for o in self.outputs],
@@ -113,11 +127,11 @@ def structure(graph: Graph, summary: Summary) -> Structure:
 def _tree(graph: Graph, path: str, members: list[int], inherited: int, file_index) -> Group:
     """The group ``path`` over ``members``; ``inherited`` is how many call-trace entries its parent's nodes share."""
     shared = _shared_trace(graph, members)
-    kind, file, line = "", -1, 0
+    kind, file, line, column = "", -1, 0, 0
     if path and len(shared) > inherited:
         m = _BLOCK.match(shared[-(inherited + 1)])  # the outermost call this group adds
         if m:
-            kind, line = m.group(1), int(m.group(3))
+            kind, line, column = m.group(1), int(m.group(3)), int(m.group(4))
             span = graph.nodes[members[0]].span
             file = file_index(m.group(2), span.source if span.path == m.group(2) else None)
     if not kind and path.rsplit(".", 1)[-1] == PROJECTION:
@@ -144,7 +158,29 @@ def _tree(graph: Graph, path: str, members: list[int], inherited: int, file_inde
             children.append(item)
         else:
             children.append(_tree(graph, prefix + item, subgroups[item], len(shared), file_index))
-    return Group(path, kind, file, line, tuple(children))
+    return Group(path, kind, file, line, _fold_repeats(prefix, children), column=column)
+
+
+def _fold_repeats(prefix: str, children: list[int | Group]) -> tuple[int | Group, ...]:
+    """Runs of sibling blocks made by one call (``bottleneck(width) x 3``) wrapped in a group of their own."""
+    out: list[int | Group] = []
+    i = 0
+    while i < len(children):
+        c = children[i]
+        j = i + 1
+        if isinstance(c, Group) and c.kind:
+            site = (c.kind, c.file, c.line, c.column)
+            while j < len(children) and isinstance(children[j], Group) and \
+                    (children[j].kind, children[j].file, children[j].line, children[j].column) == site:
+                j += 1
+        if j - i > 1:
+            run = tuple(children[i:j])
+            first, last = run[0].path.rsplit(".", 1)[-1], run[-1].path.rsplit(".", 1)[-1]
+            out.append(Group(f"{prefix}{first}..{last}", c.kind, c.file, c.line, run, repeat=j - i, column=c.column))
+        else:
+            out.append(c)
+        i = j
+    return tuple(out)
 
 
 def _shared_trace(graph: Graph, members: list[int]) -> tuple[str, ...]:
