@@ -145,8 +145,10 @@ function draw() {
   const defs = el("defs", {}, svg), m = el("marker", {id: "arrow", viewBox: "0 0 8 8", refX: 8, refY: 4,
     markerWidth: 7, markerHeight: 7, orient: "auto"}, defs);
   el("path", {d: "M0,0 L8,4 L0,8 z", class: "arrowhead"}, m);
+  // colour scale: logarithmic from the smallest non-zero value shown to the largest; zero stays white
   const solid = L.boxes.filter(b => !b.frame), vals = metric === "none" ? [] : solid.map(b => value(b.key));
-  const max = Math.max(1, ...vals), scale = v => Math.log10(1 + v) / Math.log10(1 + max);
+  const pos = vals.filter(v => v > 0), lo = Math.min(...pos), hi = Math.max(...pos);
+  const scale = v => v <= 0 ? -1 : hi === lo ? 1 : (Math.log(v) - Math.log(lo)) / (Math.log(hi) - Math.log(lo));
   for (const b of L.boxes.filter(b => b.frame)) {
     const g = el("g", {class: "frame", "data-key": b.key}, svg);
     el("rect", {x: b.x, y: b.y, width: b.w, height: b.h, rx: 6}, g);
@@ -157,17 +159,17 @@ function draw() {
     el("polyline", {points: e.points.map(p => p.join(",")).join(" "), class: "edge", "marker-end": "url(#arrow)"}, svg);
   for (const b of solid) {
     const g = el("g", {class: "box" + (b.key[0] === "g" ? " group" : ""), "data-key": b.key}, svg);
-    const fill = metric === "none" ? null : ramp(scale(value(b.key)));
+    const t = metric === "none" ? -1 : scale(value(b.key)), fill = t < 0 ? null : ramp(0.08 + 0.92 * t);
     const r = el("rect", {x: b.x, y: b.y, width: b.w, height: b.h, rx: 4}, g);
     if (fill) r.setAttribute("style", "fill:" + fill);
-    const [l1, l2] = labels(b.key), dark = fill && scale(value(b.key)) > 0.6;
+    const [l1, l2] = labels(b.key), dark = t > 0.55;
     el("text", {x: b.x + 7, y: b.y + 16, class: "l1" + (dark ? " dark" : "")}, g).textContent = fit(l1, 25);
     el("text", {x: b.x + 7, y: b.y + 32, class: "l2" + (dark ? " dark" : "")}, g).textContent = fit(l2, 27);
   }
-  legend(max);
+  legend(pos.length ? lo : 0, pos.length ? hi : 0);
   if (selected) mark(selected);
 }
-function legend(max) {
+function legend(lo, hi) {
   const lg = document.getElementById("legend");
   if (metric === "none") { lg.textContent = ""; return; }
   const stops = [0, 0.25, 0.5, 0.75, 1].map(t => ramp(t)).join(",");
@@ -175,7 +177,7 @@ function legend(max) {
   lg.innerHTML = "";
   const bar = document.createElement("span");
   bar.className = "bar"; bar.style.background = "linear-gradient(90deg," + stops + ")";
-  lg.append(METRICS[metric][1] + " (log scale): 0 ", bar, " " + fmt(max));
+  lg.append(METRICS[metric][1] + " (log scale): " + fmt(lo), bar, fmt(hi) + " \u00b7 white: none");
 }
 
 // ---------------------------------------------------------------- interaction
