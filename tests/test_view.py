@@ -157,3 +157,31 @@ def test_onnx_nodes_carry_their_block_path_where_the_ir_version_allows():
     assert spaces["conv1"] == {}  # top level: no block
     older = net.to_onnx(opset=17)
     assert older.ir_version < 10 and not any(n.metadata_props for n in older.graph.node)
+
+
+def test_open_hands_the_page_to_the_web_browser(monkeypatch, tmp_path):
+    import webbrowser
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda uri: opened.append(uri) or True)
+    out = tmp_path / "page.html"
+    rc, _, err = netdsl_main("view", ROOT / "networks/lenet5.net", "-o", out, "--open", "-q")
+    assert rc == 0, err
+    assert opened == [out.resolve().as_uri()]
+
+
+def test_netron_serves_the_compiled_model_with_block_paths(monkeypatch):
+    import types
+
+    served = []
+    fake = types.ModuleType("netron")
+    fake.start = lambda path, browse=True: served.append((onnx.load(path), browse))
+    fake.wait = lambda: None
+    monkeypatch.setitem(sys.modules, "netron", fake)
+    rc, out, err = netdsl_main("view", ROOT / "networks/resnet18.net", "--netron", "--opset", "21")
+    assert rc == 0, err
+    assert "serving it with Netron" in out
+    (model, browse), = served
+    assert browse and model.opset_import[0].version == 21
+    spaces = {n.name: [p.value for p in n.metadata_props if p.key == "namespace"] for n in model.graph.node}
+    assert spaces["layer2.1.conv1"] == ["layer2/1"]

@@ -94,6 +94,12 @@ def test_box_and_source_line_select_each_other(browser, pages):
     assert page.locator(".line.hl").count() == 1
     assert page.get_attribute(".line.hl", "id") == "L0-9"  # conv2: conv width 3x3 /stride ...
     assert "conv2: conv" in page.inner_text(".line.hl")
+    page.hover(f'[data-key="{conv2}"]')
+    tip = page.inner_text("#tip")
+    for row in ("layer layer2.0.conv2", "op conv 3x3 /2 pad 1", "output 128x28x28", "params 147,456",
+                "MACs 115,605,504", "memory 392.0 KiB", "receptive field 43", "resnet50.net:9",
+                "weight layer2.0.conv2.weight 128x128x3x3"):
+        assert row in tip
     page.click("#L0-24")  # layer3: stage(256, 6, 2)
     assert page.get_attribute("#diagram .selected", "data-key") == "glayer3"
     page.fill("#search", "downsample")

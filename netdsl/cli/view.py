@@ -46,13 +46,13 @@ def _netron(args: argparse.Namespace) -> int:
 
     netron = lazy_import("netron", extra="netron", purpose="netdsl view --netron")
     net = load_network(args)
-    folder = tempfile.mkdtemp(prefix="netdsl-view-")
-    path = os.path.join(folder, f"{net.name}.onnx")
-    net.save(path, opset=args.opset)
-    if not args.quiet:
-        print(f"compiled {plain(net.name)} to {plain(path)}; serving it with Netron (Ctrl-C stops)")
-    netron.start(path, browse=True)
-    netron.wait()
+    with tempfile.TemporaryDirectory(prefix="netdsl-view-") as folder:
+        path = os.path.join(folder, f"{net.name}.onnx")  # a network name is an identifier
+        net.save(path, opset=args.opset)
+        if not args.quiet:
+            print(f"compiled {plain(net.name)} to {plain(path)}; serving it with Netron (Ctrl-C stops)")
+        netron.start(path, browse=True)
+        netron.wait()
     return EXIT_OK
 
 
