@@ -185,3 +185,56 @@ def test_netron_serves_the_compiled_model_with_block_paths(monkeypatch):
     assert browse and model.opset_import[0].version == 21
     spaces = {n.name: [p.value for p in n.metadata_props if p.key == "namespace"] for n in model.graph.node}
     assert spaces["layer2.1.conv1"] == ["layer2/1"]
+
+
+UNET = """
+block down(c) {
+    conv c 3x3 pad 1 -> relu
+}
+
+block up(c, skip) {
+    upsample 2 -> conv c 3x3 pad 1 -> x: relu
+    concat(@x, @skip) -> conv c 3x3 pad 1 -> relu
+}
+
+network unet {
+    input image: 3x64x64
+    d1: down(16)
+    p1: maxpool 2x2 /2
+    d2: down(32)
+    p2: maxpool 2x2 /2
+    d3: down(64)
+    u2: up(32, @d2)
+    u1: up(16, @d1)
+    head: conv 2 1x1
+    output mask
+}
+"""
+
+
+@pytest.mark.parametrize("source", ["unet", "googlenet_aux"])
+def test_reference_wiring_is_drawn_as_edges(tmp_path, source):
+    if source == "unet":
+        path = tmp_path / "unet.net"
+        path.write_text(UNET)
+        net = netdsl.load(path)
+    else:
+        net = netdsl.load(ROOT / "networks/googlenet.net", args={"aux": 1})
+    s = structure(net.graph, net.summary())
+    for depth in (1, 2, 3):
+        lay = layout(s, default_expanded(s, depth))
+        assert layout_problems(s, lay) == [], depth
+    lay = layout(s, set())
+    boxes = {b.key: b for b in lay.boxes}
+    top = [e for e in lay.edges if e.level == ""]
+
+    def edge(a: str, b: str) -> bool:
+        pa, pb = boxes[a], boxes[b]
+        return any(e.points[0] == (pa.x + pa.w / 2, pa.y + pa.h) and e.points[-1] == (pb.x + pb.w / 2, pb.y)
+                   for e in top)
+
+    if source == "unet":
+        assert edge("gd1", "gu1") and edge("gd2", "gu2") and edge("gu2", "gu1")  # the skips and the main path
+    else:
+        assert edge("ginception4a", "gaux1") and edge("ginception4a", "ginception4b")
+        assert boxes["gaux1"].y == boxes["ginception4b"].y  # the side branch beside the main path
