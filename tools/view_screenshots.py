@@ -36,7 +36,7 @@ def main(chromium: str = "/usr/bin/chromium") -> None:
             net = netdsl.load(Path("networks") / f"{name}.net")  # the path as a user types it
             page_path = Path(tmp) / f"{name}.html"
             page_path.write_text(render_html(structure(net.graph, net.summary()), depth=depth), encoding="utf-8")
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page = browser.new_page(viewport={"width": 1440, "height": 800})
             page.goto(page_path.as_uri())
             page.select_option("#metric", metric)
             if top:

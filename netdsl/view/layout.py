@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .structure import Group, Structure
 
-BOX_W, BOX_H = 168, 40
+BOX_W, BOX_H = 196, 40
 GAP_X, GAP_Y = 16, 26
 PAD, TITLE, LANE = 10, 20, 12
 

@@ -2,7 +2,7 @@
 // draws it as SVG, and handles expand/collapse, colouring, hover, source pane, search and export. No network use.
 "use strict";
 const D = JSON.parse(document.getElementById("netdsl-data").textContent);
-const BOX_W = 168, BOX_H = 40, GAP_X = 16, GAP_Y = 26, PAD = 10, TITLE = 20, LANE = 12;
+const BOX_W = 196, BOX_H = 40, GAP_X = 16, GAP_Y = 26, PAD = 10, TITLE = 20, LANE = 12;
 const SVGNS = "http://www.w3.org/2000/svg";
 const N = D.names.length;
 const consumers = D.names.map(() => []);
@@ -113,7 +113,17 @@ const el = (tag, attrs, parent) => {
 const human = n => n >= 1e9 ? (n / 1e9).toFixed(2) + "G" : n >= 1e6 ? (n / 1e6).toFixed(2) + "M" :
   n >= 1e3 ? (n / 1e3).toFixed(1) + "K" : String(n);
 const bytes = n => n >= 1048576 ? (n / 1048576).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
-const fit = (s, n) => s.length > n ? s.slice(0, n - 1) + "\u2026" : s;
+function clip(text, s, width) {  // the text, cut with an ellipsis where it would overflow its box
+  text.textContent = s;
+  if (text.getComputedTextLength() <= width) return;
+  let lo = 0, hi = s.length;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    text.textContent = s.slice(0, mid) + "\u2026";
+    if (text.getComputedTextLength() <= width) lo = mid; else hi = mid - 1;
+  }
+  text.textContent = s.slice(0, lo) + "\u2026";
+}
 function value(k) {
   const [i] = METRICS[metric];
   return k[0] === "n" ? D.rows[+k.slice(1)][i] : groups[k.slice(1)].sum[i - 3];
@@ -152,8 +162,7 @@ function draw() {
   for (const b of L.boxes.filter(b => b.frame)) {
     const g = el("g", {class: "frame", "data-key": b.key}, svg);
     el("rect", {x: b.x, y: b.y, width: b.w, height: b.h, rx: 6}, g);
-    el("text", {x: b.x + 8, y: b.y + 14, class: "title"}, g).textContent =
-      "\u25be " + fit(labels(b.key)[0], Math.floor(b.w / 7));
+    clip(el("text", {x: b.x + 8, y: b.y + 14, class: "title"}, g), "\u25be " + labels(b.key)[0], b.w - 16);
   }
   for (const e of L.edges)
     el("polyline", {points: e.points.map(p => p.join(",")).join(" "), class: "edge", "marker-end": "url(#arrow)"}, svg);
@@ -163,8 +172,8 @@ function draw() {
     const r = el("rect", {x: b.x, y: b.y, width: b.w, height: b.h, rx: 4}, g);
     if (fill) r.setAttribute("style", "fill:" + fill);
     const [l1, l2] = labels(b.key), dark = t > 0.55;
-    el("text", {x: b.x + 7, y: b.y + 16, class: "l1" + (dark ? " dark" : "")}, g).textContent = fit(l1, 25);
-    el("text", {x: b.x + 7, y: b.y + 32, class: "l2" + (dark ? " dark" : "")}, g).textContent = fit(l2, 27);
+    clip(el("text", {x: b.x + 7, y: b.y + 16, class: "l1" + (dark ? " dark" : "")}, g), l1, b.w - 12);
+    clip(el("text", {x: b.x + 7, y: b.y + 32, class: "l2" + (dark ? " dark" : "")}, g), l2, b.w - 12);
   }
   legend(pos.length ? lo : 0, pos.length ? hi : 0);
   if (selected) mark(selected);
