@@ -151,15 +151,40 @@ def test_script_lays_out_as_python_does(browser, pages, name, depth):
     s, path = pages[name]
     page, problems, _ = open_page(browser, path)
     opened = sorted(default_expanded(s, depth))
-    got = page.evaluate("""paths => { const v = window.netdslView; v.expanded.clear();
-        paths.forEach(p => v.expanded.add(p)); v.draw(); return v.layout(); }""", opened)
-    js = Layout(got["width"], got["height"],
-                tuple(Box(b["key"], b["x"], b["y"], b["w"], b["h"], b["frame"]) for b in got["boxes"]),
-                tuple(Edge(e["level"], tuple(tuple(p) for p in e["points"])) for e in got["edges"]))
+    page.evaluate("""paths => { const v = window.netdslView; v.expanded.clear();
+        paths.forEach(p => v.expanded.add(p)); v.draw(); }""", opened)
+    js = js_layout(page)
     assert js == layout(s, set(opened))
     assert layout_problems(s, js) == []
     # the drawn boxes are where the layout puts them
     drawn = page.eval_on_selector_all("#diagram g.box > rect", "rs => rs.length")
     assert drawn == sum(not b.frame for b in js.boxes)
     assert problems == []
+    page.close()
+
+
+def js_layout(page) -> Layout:
+    got = page.evaluate("window.netdslView.layout()")
+    return Layout(got["width"], got["height"],
+                  tuple(Box(b["key"], b["x"], b["y"], b["w"], b["h"], b["frame"]) for b in got["boxes"]),
+                  tuple(Edge(e["level"], tuple(tuple(p) for p in e["points"])) for e in got["edges"]))
+
+
+def test_every_zoo_network_opens_fully_without_errors(browser, tmp_path):
+    page = browser.new_page()
+    problems = []
+    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    zoo = sorted((ROOT / "networks").glob("*.net"))
+    for path in zoo:
+        net = netdsl.load(path)
+        s = structure(net.graph, net.summary())
+        html = tmp_path / f"{path.stem}.html"
+        html.write_text(render_html(s), encoding="utf-8")
+        page.goto(html.as_uri())
+        page.click("#expand-all")
+        lay = js_layout(page)
+        assert {f"n{i}" for i in range(len(s.names))} <= {b.key for b in lay.boxes}, path.name
+        assert layout_problems(s, lay) == [], path.name
+    assert len(zoo) >= 29 and problems == []
     page.close()
