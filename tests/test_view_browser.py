@@ -61,6 +61,9 @@ def test_page_loads_offline_without_errors(browser, pages):
     page.hover('[data-key="glayer2"]')
     tip = page.inner_text("#tip")
     assert "block layer2" in tip and "kind stage" in tip and "networks/resnet50.net:23" in tip
+    s = pages["resnet50"][0]
+    page.hover(f'[data-key="n{s.names.index("fc")}"]')
+    assert "network output logits" in page.inner_text("#tip")
     assert problems == []
     assert requests == [pages["resnet50"][1].as_uri()]  # the page itself, nothing else
     assert "25,557,032 params" in page.inner_text("#totals")

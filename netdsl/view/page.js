@@ -196,7 +196,8 @@ function describe(k) {
     const n = +k.slice(1), r = D.rows[n];
     return [["layer", D.names[n]], ["op", (r[0] + " " + r[1]).trim()], ["output", r[2]], ["params", r[3].toLocaleString("en")],
       ["MACs", r[4].toLocaleString("en")], ["memory", bytes(r[5])], ["receptive field", r[6]],
-      ["source", (D.files[r[7]] || ["?"])[0] + ":" + r[8]], ...r[9].map(w => ["weight", w])];
+      ["source", (D.files[r[7]] || ["?"])[0] + ":" + r[8]], ...r[9].map(w => ["weight", w]),
+      ...D.outputs.filter(o => o[1] === n).map(o => ["network output", o[0]])];
   }
   const g = groups[k.slice(1)];
   return [["block", g.path], ["kind", (g.kind || "group") + (g.repeat ? " \u00d7 " + g.repeat : "")], ["output", g.shape], ["layers", String(g.nodes.length)],
