@@ -93,6 +93,7 @@ class OnnxBuilder:
         self._node: Node | None = None
         self._output = ""
         self._emitted = 0
+        self.namespaces = node_metadata(opset)
 
     # -- used by op lowerings
     def input(self, node: Node, i: int) -> str:
@@ -139,6 +140,8 @@ class OnnxBuilder:
         self._emitted += 1
         doc = node.location + "".join(f"\n{t}" for t in node.trace)
         self.add_node(op_type, inputs, output, name, doc, attrs)
+        if self.namespaces and "." in node.name:  # the block path, so that viewers group a block's nodes
+            self.front.node[-1].metadata_props.add(key="namespace", value=node.name.rsplit(".", 1)[0].replace(".", "/"))
         return output
 
     # -- protobuf building (what onnx.helper.make_node / make_tensor_value_info do, without copies)
@@ -173,6 +176,13 @@ class OnnxBuilder:
 
 
 @functools.cache
+def node_metadata(opset: int) -> bool:
+    """Whether a model of ``opset`` can carry node metadata (``NodeProto.metadata_props``, ONNX IR version 10)."""
+    if "metadata_props" not in onnx.NodeProto.DESCRIPTOR.fields_by_name:
+        return False  # an onnx package older than 1.16
+    return helper.find_min_ir_version_for([helper.make_opsetid("", opset)]) >= 10
+
+
 def _float32() -> np.dtype:
     return np.dtype(np.float32)
 
