@@ -28,9 +28,11 @@ from .text import plain
 def model_source(model, *, network: str | None = None, args: Mapping | None = None, opset: int | None = None,
                  seed: int = 0, weights=None, compile_options: Mapping | None = None,
                  loader: Callable | None = None) -> ModelSource:
-    """A :class:`ModelSource` from a Network, a .onnx path, an onnx.ModelProto, or (with ``loader``, e.g.
+    """A :class:`ModelSource` from a ModelSource, a Network, a .onnx path, an onnx.ModelProto, or (with ``loader``, e.g.
     :func:`netdsl.load`) a .net path/source. The runtime never imports the compiler: a Network is anything
     with ``graph`` and ``to_onnx``, and .net text is loaded by the ``loader`` the caller passes."""
+    if isinstance(model, ModelSource):  # compiled already (e.g. taken from the compiled-model cache)
+        return model
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
         return _onnx_file(str(model))
     if not _is_network(model) and not _is_model_proto(model):

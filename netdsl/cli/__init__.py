@@ -3,7 +3,7 @@
 This package holds the entry point (:func:`main`, :func:`entry`), the exit codes and the command
 registry; :mod:`netdsl.cli.common` the options, loading and compile sequence every command shares; and
 one module per command family (``compile``: check/summary/compile, ``run``, ``weights``, ``compare``,
-``build``, ``bench``, ``doctor``). Library code never imports from here.
+``build``, ``bench``, ``doctor``, ``cache``). Library code never imports from here.
 
 Exit codes: 0 success, 1 the input has errors (diagnostics on stderr), 2 command-line usage error,
 130 interrupted. No input, however malformed, produces a Python traceback (set NETDSL_DEBUG=1 to
@@ -25,7 +25,7 @@ from .common import print_diagnostics
 # Each command module defines ``register(subparsers)``; modules beyond the first are imported only
 # to declare their options, and import their heavy dependencies lazily when run.
 COMMAND_MODULES = ("netdsl.cli.compile", "netdsl.cli.run", "netdsl.cli.weights", "netdsl.cli.compare",
-                   "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor")
+                   "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor", "netdsl.cli.cache")
 FAST_COMMANDS = ("check", "summary", "compile")  # registered by COMMAND_MODULES[0] alone
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
