@@ -96,13 +96,21 @@ def load_onnx(path: str, load_external_data: bool = True):
 
 
 def _onnx_file(path: str) -> ModelSource:
+    """A .onnx file, read once: the same bytes are parsed here (for its inputs and outputs) and handed to
+    the engine, unless its weights live in other files (external data), when the engine reads the path."""
     import onnx
 
     p = Path(path)
-    proto = load_onnx(path, load_external_data=False)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        data = p.read_bytes()
+        proto = onnx.load_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
     return _from_proto(proto, proto.graph.name or p.stem, path=path if external else None,
-                       data=None if external else p.read_bytes())
+                       data=None if external else data)
 
 
 class Session:
