@@ -323,7 +323,8 @@ class CacheStore:
 
 # ----------------------------------------------------------------------------- compiled models
 class ModelCache(CacheStore):
-    """Compiled .net programs (``models/<key>.onnx``), keyed by :func:`model_material`.
+    """Compiled .net programs (``models/<key>.onnx``), keyed by :func:`model_material`; the record also
+    lists the program's files and the sha256 of their text, checked before the entry is used.
 
     Each record also describes the model (name, inputs, outputs, metadata, source locations), so a
     cached model reaches the runtime without onnx being imported, and keeps the warnings printed while
@@ -340,40 +341,74 @@ class ModelCache(CacheStore):
         super().__init__(Path(root or cache_home()) / "models", warn)
 
     def get(self, material: dict) -> tuple[ModelSource, str] | None:
-        """(the model, the warnings recorded with it) that ``material`` describes, or None."""
+        """(the model, the warnings recorded with it) that ``material`` describes, or None. The entry is
+        used only while every file of the program (its imports too) still has the text it was compiled from."""
         key = material_key(material)
         entry = self.load_entry(key, expect=material)
         if entry is None:
             return None
+        record = entry[1]
+        files = record.get("files")
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files) \
+                or sources_sha256(files) != record.get("source_sha256"):
+            return None  # an imported file changed since: compiled again, and this entry replaced
         try:
-            return source_from_entry(*entry), str(entry[1].get("messages") or "")
+            return source_from_entry(*entry), str(record.get("messages") or "")
         except (KeyError, TypeError, ValueError):
             self.discard(key, "has a record that does not describe its model")
             return None
 
-    def put(self, material: dict, data: bytes, source: ModelSource, messages: str = "") -> bool:
-        """Cache a compiled model (then enforce the folder's size cap); False when it could not be written."""
+    def put(self, material: dict, data: bytes, source: ModelSource, messages: str = "", *,
+            files: tuple[str, ...], source_sha256: str) -> bool:
+        """Cache a compiled model (then enforce the folder's size cap); False when it could not be written,
+        or when a file of the program changed while it was compiled (``source_sha256``: the text compiled)."""
+        if not files or sources_sha256(files) != source_sha256:
+            return False
         key = material_key(material)
+        record = {**material, "files": list(files), "source_sha256": source_sha256,
+                  "model": describe_source(source), "messages": messages}
         with self.lock(key):
-            stored = self.store(key, data, {**material, "model": describe_source(source), "messages": messages})
+            stored = self.store(key, data, record)
         if stored:
             evict(self.dir.parent, keep=key)
         return stored
 
 
-def model_material(*, source_sha256: str, path: str, network: str, args: dict, seed: int, opset: int,
-                   dtype: str = "fp32",
-                   keep_io_fp32: bool = False, fold_bn: bool = False, weights_sha256: str | None = None,
-                   weights_rules: tuple[str, ...] = (), allow_missing: bool = False) -> dict:
-    """Everything a compiled model depends on: the program's text (every file it imports), the path it is
-    shown as (source locations in the model name it), the network and
-    its arguments, the weights file's contents, every option that changes the ONNX, and the versions of
-    netdsl and onnx. Recorded in the entry and checked before it is used."""
-    return {"source_sha256": source_sha256, "path": path, "network": network,
-            "args": {k: args[k] for k in sorted(args)},
-            "seed": seed, "opset": opset, "dtype": dtype, "keep_io_fp32": bool(keep_io_fp32),
-            "fold_bn": bool(fold_bn), "weights_sha256": weights_sha256, "weights_rules": list(weights_rules),
-            "allow_missing": bool(allow_missing), "netdsl": __version__, "onnx": _onnx_version()}
+def model_material(*, main: str, main_sha256: str, path: str, network: str | None, args: dict, seed: int,
+                   opset: int, dtype: str = "fp32", keep_io_fp32: bool = False, fold_bn: bool = False,
+                   weights_sha256: str | None = None, weights_rules: tuple[str, ...] = (),
+                   allow_missing: bool = False) -> dict:
+    """The key of a compiled model: the main file (its real path and the sha256 of its bytes), the path it
+    is shown as and the working directory (source locations in the model name files as shown from
+    there), the network and its arguments, the weights
+    file's contents, every option that changes the ONNX, and the versions of netdsl and onnx. The files
+    it imports are checked from the entry's record (:meth:`ModelCache.get`). Recorded in the entry and
+    checked before it is used."""
+    return {"main": main, "main_sha256": main_sha256, "path": path, "cwd": os.getcwd(), "network": network,
+            "args": {k: args[k] for k in sorted(args)}, "seed": seed, "opset": opset, "dtype": dtype,
+            "keep_io_fp32": bool(keep_io_fp32), "fold_bn": bool(fold_bn), "weights_sha256": weights_sha256,
+            "weights_rules": list(weights_rules), "allow_missing": bool(allow_missing), "netdsl": __version__,
+            "onnx": _onnx_version()}
+
+
+def sources_sha256(files) -> str | None:
+    """The sha256 of a program's text as :mod:`netdsl.loader` computes it (every file, in load order,
+    without a byte order mark), from the files as they are now; None when one cannot be read."""
+    digest = hashlib.sha256()
+    for name in files:
+        try:
+            with open(name, "rb") as f:
+                digest.update(f.read().removeprefix(b"\xef\xbb\xbf"))
+        except (OSError, ValueError):
+            return None
+    return digest.hexdigest()
+
+
+def file_sha256_or_none(path: str | os.PathLike) -> str | None:
+    try:
+        return file_sha256(path)
+    except (OSError, ValueError):
+        return None
 
 
 def material_key(material: dict) -> str:

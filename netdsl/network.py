@@ -22,10 +22,13 @@ if TYPE_CHECKING:  # numpy and onnx are imported when first needed: `netdsl chec
 class Network:
     """A parsed and checked network: shapes inferred, names resolved, costs known."""
 
-    def __init__(self, graph: Graph, path: str, args: Mapping[str, int | float] | None = None):
+    def __init__(self, graph: Graph, path: str, args: Mapping[str, int | float] | None = None,
+                 files: tuple[str, ...] = ()):
         self.graph = graph
         self.path = path
-        self.args = None if args is None else dict(args)  # as loaded: with the source, the compiled-model cache key
+        # as loaded: the arguments and the files read (main file first), the compiled-model cache's key
+        self.args = None if args is None else dict(args)
+        self.files = tuple(files)
 
     @property
     def name(self) -> str:
@@ -97,18 +100,19 @@ class Network:
         from .session import _from_proto
 
         material = None
-        if cache.enabled() and self.args is not None and self.graph.source_hash:
-            material = cache.model_material(source_sha256=self.graph.source_hash, path=self.path, network=self.name,
-                                            args=self.args,
-                                            seed=seed, opset=opset, **options)
-            hit = cache.ModelCache().get(material)
-            if hit is not None:
-                return hit[0]
+        if cache.enabled() and self.args is not None and self.files:
+            main = cache.file_sha256_or_none(self.files[0])
+            if main is not None:
+                material = cache.model_material(main=self.files[0], main_sha256=main, path=self.path,
+                                                network=self.name, args=self.args, seed=seed, opset=opset, **options)
+                hit = cache.ModelCache().get(material)
+                if hit is not None:
+                    return hit[0]
         proto = self.to_onnx(opset, seed, **options)
         data = proto.SerializeToString()
         source = _from_proto(proto, self.name, data=data)
         if material is not None:
-            cache.ModelCache().put(material, data, source)
+            cache.ModelCache().put(material, data, source, files=self.files, source_sha256=self.graph.source_hash)
         return source
 
     def compiled_for(self, options: dict):
@@ -159,4 +163,4 @@ def load(path_or_source: str | os.PathLike, network: str | None = None,
     program = load_program(text, shown, base)
     net = choose_network(program, network)
     graph = Elaborator(program.blocks).network(net, dict(args or {}), program.source_hash)
-    return Network(graph, shown, dict(args or {}))
+    return Network(graph, shown, dict(args or {}), program.files)

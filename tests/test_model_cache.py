@@ -72,8 +72,9 @@ def test_run_caches_the_model_byte_identical_and_reuses_it(program, monkeypatch)
         [line for line in out.splitlines() if "logits" in line]
 
 
-@pytest.mark.parametrize("change", ["import", "arg", "seed", "dtype", "network", "path"])
-def test_everything_the_model_depends_on_is_in_the_key(program, change):
+@pytest.mark.parametrize("change", ["import", "arg", "seed", "dtype", "network", "path", "directory"])
+def test_everything_the_model_depends_on_is_in_the_key(program, change, monkeypatch):
+    monkeypatch.chdir(program.parent.parent)
     assert netdsl_main("run", program)[0] == 0
     argv = ["run", program]
     if change == "import":  # the imported file, not the one named on the command line
@@ -86,11 +87,18 @@ def test_everything_the_model_depends_on_is_in_the_key(program, change):
         argv += ["--dtype", "fp16"]
     elif change == "path":  # source locations in the model name the file as given
         argv = ["run", "main.net"]
+    elif change == "directory":  # ... and its imports as seen from the working directory
+        monkeypatch.chdir(program.parent)
     else:
-        argv += ["--network", "small"]  # the same network, named: the same model
-    rc, _, err = netdsl_main(*argv, cwd=program.parent)
+        argv += ["--network", "small"]
+    rc, _, err = netdsl_main(*argv, cwd=program.parent if change == "path" else None)
     assert rc == 0, err
-    assert len(model_files()) == (1 if change == "network" else 2)
+    if change == "import":  # found by the main file, then refused: its import's text differs; replaced
+        [entry] = model_files()
+        assert entry.read_bytes() == fresh_bytes(program)
+        assert b"conv c 1x1" not in entry.read_bytes()
+    else:
+        assert len(model_files()) == 2
 
 
 def test_weights_file_contents_are_in_the_key(program, tmp_path):
@@ -243,3 +251,28 @@ def test_compare_takes_its_model_from_the_cache(program, monkeypatch):
     no_compiling(monkeypatch)
     rc, again, err = netdsl_main("compare", program, "--engines", "ort:cpu,ort:cpu")
     assert rc == 0, err
+
+
+def test_build_takes_its_model_from_the_cache_and_shares_the_folder(program, tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed (optional: netdsl[trt-rtx])")
+    rc, _, err = netdsl_main("build", program, "--batch", "1", "-o", tmp_path / "m.plan")
+    assert rc == 0, err
+    [entry] = model_files()
+    assert entry.read_bytes() == fresh_bytes(program)
+    root = Path(os.environ["NETDSL_CACHE_DIR"])
+    assert {e.kind for e in cache.entries(root)} == {"models", "trt"}
+    rc, out, _ = netdsl_main("cache")
+    assert "compiled models:   1 entry" in out and "TensorRT engines:  1 entry" in out
+
+
+def test_a_cached_model_reaches_the_runtime_without_onnx_or_the_parser(program):
+    """On a hit neither the source is parsed (lark) nor onnx imported: that is what makes a repeated run fast."""
+    probe = ("import json, sys\nfrom netdsl.cli import main\nrc = main(sys.argv[1:])\n"
+             "print(json.dumps([rc, sorted(m for m in ('onnx', 'lark', 'ml_dtypes', 'netdsl.network') "
+             "if m in sys.modules)]), file=sys.stderr)")
+    argv = [sys.executable, "-c", probe, "run", str(program)]
+    first = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300)
+    second = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert first.stderr.splitlines()[-1] == '[0, ["lark", "ml_dtypes", "netdsl.network", "onnx"]]'
+    assert second.stderr.splitlines()[-1] == "[0, []]"
+    assert second.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]  # the first line times the engine

@@ -107,13 +107,17 @@ def load_network(args: argparse.Namespace, path: str | None = None, *, quiet: bo
     return net
 
 
-def resolve_weights(net: Network, args: argparse.Namespace) -> dict[str, np.ndarray] | None:
-    """The weights the options ask for (None: the seeded initialisation). Prints warnings to stderr."""
+def check_weight_options(args: argparse.Namespace) -> None:
     if getattr(args, "weights_map", None) and not args.weights:
         raise UsageError("--weights-map needs --weights")
+    if getattr(args, "allow_missing", False) and not getattr(args, "weights", None):
+        raise UsageError("--allow-missing needs --weights")
+
+
+def resolve_weights(net: Network, args: argparse.Namespace) -> dict[str, np.ndarray] | None:
+    """The weights the options ask for (None: the seeded initialisation). Prints warnings to stderr."""
+    check_weight_options(args)
     if not getattr(args, "weights", None):
-        if getattr(args, "allow_missing", False):
-            raise UsageError("--allow-missing needs --weights")
         return None
     from ..checkpoint import load_weights
 
@@ -155,11 +159,12 @@ class Compilation:
     """A checked network with the weights and compile options the command line asked for.
 
     ``material``: its key in the compiled-model cache (:mod:`netdsl.cache`; None: not cached).
-    ``cached``: the model found there, when it was; the weights were then not read (``weights`` is None)
+    ``cached``: the model found there, when it was; the source and weights were then not read (``network``
+    and ``weights`` are None)
     and :meth:`to_onnx` and :meth:`model_source` return the cached model, byte for byte what a compile gives.
     """
 
-    network: Network
+    network: Network | None  # None: taken from the cache without loading the source
     weights: dict[str, np.ndarray] | None
     options: dict  # Network.to_onnx's dtype, keep_io_fp32, fold_bn
     seed: int
@@ -190,7 +195,8 @@ class Compilation:
         data = proto.SerializeToString()
         source = _from_proto(proto, self.network.name, data=data)
         if self.material is not None:
-            ModelCache().put(self.material, data, source, self.messages)
+            ModelCache().put(self.material, data, source, self.messages, files=self.network.files,
+                             source_sha256=self.network.graph.source_hash)
         return source
 
 
@@ -211,25 +217,27 @@ class _Recorder:
         return self.stream.isatty()
 
 
-def model_material(net: Network, args: argparse.Namespace, options: dict) -> dict | None:
-    """The compiled-model cache key of ``net`` as the options compile it; None when it is not cached
-    (NETDSL_CACHE=off, a network not built from source, weights in an .onnx file with external data)."""
+def model_material(args: argparse.Namespace, path: str, options: dict) -> dict | None:
+    """The compiled-model cache key of the .net at ``path`` as the options compile it, taken before it is
+    loaded; None when it is not cached (NETDSL_CACHE=off, an unreadable file, weights in an .onnx file,
+    whose tensors may live in other files)."""
     from .. import cache
 
-    if not cache.enabled() or not net.graph.source_hash:
+    if not cache.enabled():
         return None
     weights = getattr(args, "weights", None)
     if weights and weights.endswith(".onnx"):
-        return None  # its tensors may live in other files
+        return None
+    main = os.path.realpath(path)
+    main_sha256 = cache.file_sha256_or_none(main)
+    weights_sha256 = cache.file_sha256_or_none(weights) if weights else None
+    if main_sha256 is None or (weights and weights_sha256 is None):
+        return None  # loading reports the problem
     from ..lower import DEFAULT_OPSET
 
-    try:
-        weights_sha256 = cache.file_sha256(weights) if weights else None
-    except OSError:
-        return None  # reading the weights reports the problem
-    return cache.model_material(source_sha256=net.graph.source_hash, path=net.path, network=net.name,
-                                args=parse_args_kv(args.arg),
-                                seed=args.seed, opset=DEFAULT_OPSET, weights_sha256=weights_sha256,
+    return cache.model_material(main=main, main_sha256=main_sha256, path=path, network=args.network,
+                                args=parse_args_kv(args.arg), seed=args.seed, opset=DEFAULT_OPSET,
+                                weights_sha256=weights_sha256,
                                 weights_rules=tuple(getattr(args, "weights_map", None) or ()),
                                 allow_missing=bool(getattr(args, "allow_missing", False)), **options)
 
@@ -239,22 +247,25 @@ def compilation(args: argparse.Namespace, path: str | None = None, *, check=None
     """The one compile sequence of the command line: load the network (printing its warnings), run the
     command's own ``check(net)``, resolve --weights, report fp16 range problems. ``options`` add to
     --dtype/--fp32-io's (:func:`dtype_options`). With ``cache`` the compiled-model cache is consulted
-    first: on a hit the weights are not read and the warnings recorded with the model are printed again."""
-    net = load_network(args, path)
-    if check is not None:
-        check(net)
+    first: on a hit nothing is loaded or read (``network`` and ``weights`` are None) and the warnings
+    recorded with the model are printed again."""
+    path = args.file if path is None else path
     options = {**dtype_options(args), **options}
-    material = model_material(net, args, options) if cache else None
+    check_weight_options(args)
+    material = model_material(args, path, options) if cache else None
     if material is not None:
         from ..cache import ModelCache, replay
 
         hit = ModelCache().get(material)
         if hit is not None:
             replay(hit[1])
-            return Compilation(net, None, options, args.seed, material, hit[0], hit[1])
+            return Compilation(None, None, options, args.seed, material, hit[0], hit[1])
     recorder = _Recorder(sys.stderr)
     sys.stderr = recorder
     try:
+        net = load_network(args, path)
+        if check is not None:
+            check(net)
         weights = resolve_weights(net, args)
         report_fp16(net, weights, args)
     finally:
