@@ -109,7 +109,7 @@ def read_regular(path: Path, max_size: int, expect_size: int | None = None) -> b
         os.set_blocking(fd, True)
         chunks, left = [], st.st_size + 1  # one byte more reveals a file that grew
         while left > 0:
-            chunk = os.read(fd, min(left, 1 << 24))
+            chunk = os.read(fd, min(left, 1 << 30))  # one read, as a rule: no copy to join the pieces
             if not chunk:
                 break
             chunks.append(chunk)
