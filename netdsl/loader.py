@@ -24,6 +24,7 @@ class Program:
     main: S.Module
     blocks: dict[str, S.BlockDef]
     source_hash: str  # sha256 over every file's text, in load order
+    files: tuple[str, ...] = ()  # the files read (real paths), in load order; none for source given as text
 
 
 def load_program(source: str, path: str, base_dir: str | None) -> Program:
@@ -33,9 +34,11 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
     blocks: dict[str, S.BlockDef] = {}
     loaded: set[str] = set()
     shown_as: dict[str, str] = {}  # file key -> path as diagnostics show it
+    order: list[str] = []  # the files hashed, in order
 
     def visit(text: str, shown: str, directory: str | None, stack: tuple[str, ...]) -> S.Module:
         shown_as[stack[-1]] = shown
+        order.append(stack[-1])
         hasher.update(text.encode("utf-8"))
         module = S.parse(text, shown, quote=directory is None or shown.endswith(".net"))
         for imp in module.imports:
@@ -83,7 +86,7 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
     loaded.add(key)
     main = visit(source, path, base_dir, (key,))
     bag.raise_if_errors(SemanticError)
-    return Program(main, blocks, hasher.hexdigest())
+    return Program(main, blocks, hasher.hexdigest(), tuple(order) if base_dir is not None else ())
 
 
 def _import_target(directory: str, name: str) -> tuple[str, str | None]:

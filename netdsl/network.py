@@ -22,9 +22,13 @@ if TYPE_CHECKING:  # numpy and onnx are imported when first needed: `netdsl chec
 class Network:
     """A parsed and checked network: shapes inferred, names resolved, costs known."""
 
-    def __init__(self, graph: Graph, path: str):
+    def __init__(self, graph: Graph, path: str, args: Mapping[str, int | float] | None = None,
+                 files: tuple[str, ...] = ()):
         self.graph = graph
         self.path = path
+        # as loaded: the arguments and the files read (main file first), the compiled-model cache's key
+        self.args = None if args is None else dict(args)
+        self.files = tuple(files)
 
     @property
     def name(self) -> str:
@@ -82,10 +86,42 @@ class Network:
                  "op": node.op.name, "location": node.location} for name, spec, node in self.graph.weight_specs()]
 
     def session(self, engine: str = "ort", device: str = "cpu", **options):
-        """Compile in memory and prepare on an engine: ``net.session().run(image=batch)``."""
+        """Compile (or take from the compiled-model cache) and prepare on an engine:
+        ``net.session().run(image=batch)``."""
         from .session import Session
 
-        return Session(self, engine=engine, device=device, **options)
+        return Session(self.compiled_for(options), engine=engine, device=device, **options)
+
+    def compiled(self, opset: int = DEFAULT_OPSET, seed: int = 0, **options):
+        """The compiled model an engine prepares (a :class:`netdsl.engines.ModelSource`), taken from the
+        compiled-model cache (:mod:`netdsl.cache`) when it holds it, else compiled and cached. ``options``
+        as :meth:`to_onnx`; the result is byte for byte the serialised :meth:`to_onnx`."""
+        from . import cache
+        from .session import _from_proto
+
+        material = None
+        if cache.enabled() and self.args is not None and self.files:
+            main = cache.file_sha256_or_none(self.files[0])
+            if main is not None:
+                material = cache.model_material(main=self.files[0], main_sha256=main, path=self.path,
+                                                network=self.name, args=self.args, seed=seed, opset=opset, **options)
+                hit = cache.ModelCache().get(material)
+                if hit is not None:
+                    return hit[0]
+        proto = self.to_onnx(opset, seed, **options)
+        data = proto.SerializeToString()
+        source = _from_proto(proto, self.name, data=data)
+        if material is not None:
+            cache.ModelCache().put(material, data, source, files=self.files, source_sha256=self.graph.source_hash)
+        return source
+
+    def compiled_for(self, options: dict):
+        """This network compiled for a Session given ``options`` (the compile ones are taken out of them);
+        itself when weights are given in memory (compiled by the Session, not cached)."""
+        if options.get("weights") is not None:
+            return self
+        opset = options.pop("opset", None) or DEFAULT_OPSET
+        return self.compiled(opset, options.pop("seed", 0), **dict(options.pop("compile_options", None) or {}))
 
     def save(self, path: str | os.PathLike, opset: int = DEFAULT_OPSET, seed: int = 0,
              weights: Mapping[str, np.ndarray] | None = None, external_data: str | bool = "auto",
@@ -127,4 +163,4 @@ def load(path_or_source: str | os.PathLike, network: str | None = None,
     program = load_program(text, shown, base)
     net = choose_network(program, network)
     graph = Elaborator(program.blocks).network(net, dict(args or {}), program.source_hash)
-    return Network(graph, shown)
+    return Network(graph, shown, dict(args or {}), program.files)

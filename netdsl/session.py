@@ -28,9 +28,11 @@ from .text import plain
 def model_source(model, *, network: str | None = None, args: Mapping | None = None, opset: int | None = None,
                  seed: int = 0, weights=None, compile_options: Mapping | None = None,
                  loader: Callable | None = None) -> ModelSource:
-    """A :class:`ModelSource` from a Network, a .onnx path, an onnx.ModelProto, or (with ``loader``, e.g.
+    """A :class:`ModelSource` from a ModelSource, a Network, a .onnx path, an onnx.ModelProto, or (with ``loader``, e.g.
     :func:`netdsl.load`) a .net path/source. The runtime never imports the compiler: a Network is anything
     with ``graph`` and ``to_onnx``, and .net text is loaded by the ``loader`` the caller passes."""
+    if isinstance(model, ModelSource):  # compiled already (e.g. taken from the compiled-model cache)
+        return model
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
         return _onnx_file(str(model))
     if not _is_network(model) and not _is_model_proto(model):
@@ -94,13 +96,21 @@ def load_onnx(path: str, load_external_data: bool = True):
 
 
 def _onnx_file(path: str) -> ModelSource:
+    """A .onnx file, read once: the same bytes are parsed here (for its inputs and outputs) and handed to
+    the engine, unless its weights live in other files (external data), when the engine reads the path."""
     import onnx
 
     p = Path(path)
-    proto = load_onnx(path, load_external_data=False)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        data = p.read_bytes()
+        proto = onnx.load_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
     return _from_proto(proto, proto.graph.name or p.stem, path=path if external else None,
-                       data=None if external else p.read_bytes())
+                       data=None if external else data)
 
 
 class Session:

@@ -271,7 +271,8 @@ def _parser_cache(grammar: str) -> str | bool:
     `netdsl check` would spend beyond imports), or False for no cache.
 
     The cache is a pickle, so it lives only in a directory that no one else can write:
-    ``$XDG_CACHE_HOME/netdsl`` or ``~/.cache/netdsl``, created with mode 0700 and checked to be owned
+    netdsl's cache folder (``$NETDSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/netdsl`` or ``~/.cache/netdsl``, as
+    :func:`netdsl.machine.cache_home`), created with mode 0700 and checked to be owned
     by this user. Lark stores a hash of the grammar, its options and its version in the file and
     rebuilds on any mismatch or unreadable file; the name carries a hash of the grammar and Lark's
     version so that checkouts and environments that differ do not evict each other.
@@ -282,8 +283,8 @@ def _parser_cache(grammar: str) -> str | bool:
 
     if not hasattr(os, "getuid"):  # not POSIX: no cheap way to check who can write the directory
         return False
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    directory = os.path.join(base, "netdsl")
+    directory = os.environ.get("NETDSL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "netdsl")
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.stat(directory)

@@ -57,3 +57,17 @@ def write_net(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _cache_folder(tmp_path_factory, monkeypatch):
+    """Each test gets an empty cache folder of its own (compiled models, engines), removed afterwards:
+    the suite never writes the user's cache, and no test sees another's entries."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("netdsl-cache")
+    monkeypatch.setenv("NETDSL_CACHE_DIR", str(folder))
+    monkeypatch.delenv("NETDSL_CACHE", raising=False)
+    monkeypatch.delenv("NETDSL_CACHE_MAX", raising=False)
+    yield
+    shutil.rmtree(folder, ignore_errors=True)

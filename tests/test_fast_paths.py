@@ -58,11 +58,11 @@ def test_check_imports_neither_numpy_nor_onnx_nor_rich():
 def test_a_corrupt_grammar_cache_is_rebuilt(tmp_path):
     cache = tmp_path / "cache"
     check = f"import netdsl.cli as c; raise SystemExit(c.main(['check', '-q', {str(SMALL)!r}]))"
-    first = _run_python(check, {"XDG_CACHE_HOME": str(cache)})
+    first = _run_python(check, {"NETDSL_CACHE_DIR": str(cache / "netdsl")})
     assert first.returncode == 0, first.stderr
     files = list((cache / "netdsl").glob("grammar-*"))
     assert files, "the grammar cache was not written"
     for f in files:
         f.write_bytes(b"\x80\x04garbage, not a pickle")
-    again = _run_python(check, {"XDG_CACHE_HOME": str(cache)})
+    again = _run_python(check, {"NETDSL_CACHE_DIR": str(cache / "netdsl")})
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr

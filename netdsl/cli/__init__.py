@@ -3,7 +3,7 @@
 This package holds the entry point (:func:`main`, :func:`entry`), the exit codes and the command
 registry; :mod:`netdsl.cli.common` the options, loading and compile sequence every command shares; and
 one module per command family (``compile``: check/summary/compile, ``run``, ``weights``, ``compare``,
-``build``, ``bench``, ``doctor``). Library code never imports from here.
+``build``, ``bench``, ``doctor``, ``cache``). Library code never imports from here.
 
 Exit codes: 0 success, 1 the input has errors (diagnostics on stderr), 2 command-line usage error,
 130 interrupted. No input, however malformed, produces a Python traceback (set NETDSL_DEBUG=1 to
@@ -26,8 +26,12 @@ from .common import print_diagnostics
 # Each command module defines ``register(subparsers)``; modules beyond the first are imported only
 # to declare their options, and import their heavy dependencies lazily when run.
 COMMAND_MODULES = ("netdsl.cli.compile", "netdsl.cli.run", "netdsl.cli.weights", "netdsl.cli.compare",
-                   "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor", "netdsl.cli.view")
+                   "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor", "netdsl.cli.view",
+                   "netdsl.cli.cache")
 FAST_COMMANDS = ("check", "summary", "compile")  # registered by COMMAND_MODULES[0] alone
+# the module that registers each command: a command given by name loads its own module only
+MODULE_OF = {**dict.fromkeys(FAST_COMMANDS, COMMAND_MODULES[0]),
+             **{name.rsplit(".", 1)[1]: name for name in COMMAND_MODULES[1:]}}
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -44,11 +48,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"netdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    # `netdsl check` must start fast: for check, summary and compile the other command modules, and
-    # whatever they import, are not loaded at all.
+    # `netdsl check` must start fast: for a command named on the command line the other command
+    # modules, and whatever they import, are not loaded at all (`--help` and typos load them all).
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
-    fast = bool(words) and words[0] in FAST_COMMANDS
-    for name in COMMAND_MODULES[:1] if fast else COMMAND_MODULES:
+    wanted = MODULE_OF.get(words[0]) if words else None
+    for name in (wanted,) if wanted else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 

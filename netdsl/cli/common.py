@@ -10,6 +10,7 @@ import numbers
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -197,13 +198,17 @@ def load_network(args: argparse.Namespace, path: str | None = None, *, quiet: bo
     return net
 
 
-def resolve_weights(net: Network, args: argparse.Namespace) -> dict[str, np.ndarray] | None:
-    """The weights the options ask for (None: the seeded initialisation). Prints warnings to stderr."""
+def check_weight_options(args: argparse.Namespace) -> None:
     if getattr(args, "weights_map", None) and not args.weights:
         raise UsageError("--weights-map needs --weights")
+    if getattr(args, "allow_missing", False) and not getattr(args, "weights", None):
+        raise UsageError("--allow-missing needs --weights")
+
+
+def resolve_weights(net: Network, args: argparse.Namespace) -> dict[str, np.ndarray] | None:
+    """The weights the options ask for (None: the seeded initialisation). Prints warnings to stderr."""
+    check_weight_options(args)
     if not getattr(args, "weights", None):
-        if getattr(args, "allow_missing", False):
-            raise UsageError("--allow-missing needs --weights")
         return None
     from ..checkpoint import load_weights
 
@@ -242,38 +247,131 @@ def report_fp16(net: Network, weights, args: argparse.Namespace) -> None:
 
 @dataclass(frozen=True)
 class Compilation:
-    """A checked network with the weights and compile options the command line asked for."""
+    """A checked network with the weights and compile options the command line asked for.
 
-    network: Network
+    ``material``: its key in the compiled-model cache (:mod:`netdsl.cache`; None: not cached).
+    ``cached``: the model found there, when it was; the source and weights were then not read (``network``
+    and ``weights`` are None)
+    and :meth:`to_onnx` and :meth:`model_source` return the cached model, byte for byte what a compile gives.
+    """
+
+    network: Network | None  # None: taken from the cache without loading the source
     weights: dict[str, np.ndarray] | None
     options: dict  # Network.to_onnx's dtype, keep_io_fp32, fold_bn
     seed: int
+    material: dict | None = None
+    cached: object | None = None  # a netdsl.engines.ModelSource
+    messages: str = ""  # the warnings printed while the weights were resolved (recorded with the model)
 
     def to_onnx(self):
-        return self.network.to_onnx(seed=self.seed, weights=self.weights, **self.options)
+        if self.cached is not None:
+            import onnx
+
+            return onnx.load_from_string(self.cached.onnx_bytes)
+        proto = self.network.to_onnx(seed=self.seed, weights=self.weights, **self.options)
+        if self.material is not None:
+            self._store(proto)
+        return proto
+
+    def model_source(self):
+        """The compiled model for an engine (:class:`netdsl.engines.ModelSource`), cached by source."""
+        if self.cached is not None:
+            return self.cached
+        return self._store(self.network.to_onnx(seed=self.seed, weights=self.weights, **self.options))
+
+    def _store(self, proto):
+        from ..cache import ModelCache
+        from ..session import _from_proto
+
+        data = proto.SerializeToString()
+        source = _from_proto(proto, self.network.name, data=data)
+        if self.material is not None:
+            ModelCache().put(self.material, data, source, self.messages, files=self.network.files,
+                             source_sha256=self.network.graph.source_hash)
+        return source
 
 
-def compilation(args: argparse.Namespace, path: str | None = None, *, check=None, **options) -> Compilation:
+class _Recorder:
+    """stderr, also kept as text: the warnings of a compile, recorded with the cached model."""
+
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+def model_material(args: argparse.Namespace, path: str, options: dict) -> dict | None:
+    """The compiled-model cache key of the .net at ``path`` as the options compile it, taken before it is
+    loaded; None when it is not cached (NETDSL_CACHE=off, an unreadable file, weights in an .onnx file,
+    whose tensors may live in other files)."""
+    from .. import cache
+
+    if not cache.enabled():
+        return None
+    weights = getattr(args, "weights", None)
+    if weights and weights.endswith(".onnx"):
+        return None
+    main = os.path.realpath(path)
+    main_sha256 = cache.file_sha256_or_none(main)
+    weights_sha256 = cache.file_sha256_or_none(weights) if weights else None
+    if main_sha256 is None or (weights and weights_sha256 is None):
+        return None  # loading reports the problem
+    from ..lower import DEFAULT_OPSET
+
+    return cache.model_material(main=main, main_sha256=main_sha256, path=path, network=args.network,
+                                args=parse_args_kv(args.arg), seed=args.seed, opset=DEFAULT_OPSET,
+                                weights_sha256=weights_sha256,
+                                weights_rules=tuple(getattr(args, "weights_map", None) or ()),
+                                allow_missing=bool(getattr(args, "allow_missing", False)), **options)
+
+
+def compilation(args: argparse.Namespace, path: str | None = None, *, check=None, cache: bool = True,
+                **options) -> Compilation:
     """The one compile sequence of the command line: load the network (printing its warnings), run the
     command's own ``check(net)``, resolve --weights, report fp16 range problems. ``options`` add to
-    --dtype/--fp32-io's (:func:`dtype_options`)."""
-    net = load_network(args, path)
-    if check is not None:
-        check(net)
+    --dtype/--fp32-io's (:func:`dtype_options`). With ``cache`` the compiled-model cache is consulted
+    first: on a hit nothing is loaded or read (``network`` and ``weights`` are None) and the warnings
+    recorded with the model are printed again."""
+    path = args.file if path is None else path
     options = {**dtype_options(args), **options}
-    weights = resolve_weights(net, args)
-    report_fp16(net, weights, args)
-    return Compilation(net, weights, options, args.seed)
+    check_weight_options(args)
+    material = model_material(args, path, options) if cache else None
+    if material is not None:
+        from ..cache import ModelCache, replay
+
+        hit = ModelCache().get(material)
+        if hit is not None:
+            replay(hit[1])
+            return Compilation(None, None, options, args.seed, material, hit[0], hit[1])
+    recorder = _Recorder(sys.stderr)
+    sys.stderr = recorder
+    try:
+        net = load_network(args, path)
+        if check is not None:
+            check(net)
+        weights = resolve_weights(net, args)
+        report_fp16(net, weights, args)
+    finally:
+        sys.stderr = recorder.stream
+    return Compilation(net, weights, options, args.seed, material, messages="".join(recorder.parts))
 
 
 def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
-    """(model, weights, compile options) from the runtime options: a checked Network, or an ONNX model."""
+    """(model, weights, compile options) from the runtime options: a .net compiled (or taken from the
+    compiled-model cache) to a ModelSource, or an ONNX model."""
     if not args.model.endswith(".onnx"):
-        c = compilation(args, args.model)
-        options = dict(c.options)
-        if options["dtype"] == "fp16":
-            options["keep_io_fp32"] = True  # images and .npy files arrive as fp32; casts sit in the model
-        return c.network, c.weights, options
+        extra = {"keep_io_fp32": True} if dtype_options(args)["dtype"] == "fp16" else {}
+        # with fp16, images and .npy files arrive as fp32; casts sit in the model
+        c = compilation(args, args.model, **extra)
+        return c.model_source(), None, c.options
     options = dtype_options(args)
     if args.weights:
         raise UsageError("--weights applies when compiling a .net file, not to a compiled .onnx model")
@@ -293,8 +391,12 @@ def open_session(args: argparse.Namespace, engine: str | None = None, device: st
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
     check_outputs(args, {"--save-optimized": args.save_optimized, "--save": getattr(args, "save", None)})
+    start = time.perf_counter()
     model, weights, compile_options = compile_model(args)
+    compiled = time.perf_counter() - start
     extra.setdefault("precision", compile_options["dtype"])
-    return Session(model, engine=engine or args.engine, device=device or args.device, threads=args.threads,
+    session = Session(model, engine=engine or args.engine, device=device or args.device, threads=args.threads,
                    opt_level=args.opt_level, save_optimized=args.save_optimized, seed=args.seed, weights=weights,
                    compile_options=compile_options, **extra)
+    session.compile_seconds += compiled  # loading, checking and compiling (or taking it from the cache)
+    return session

@@ -65,7 +65,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         refuse_overwrite(out, (args.file, args.weights))
 
-    c = compilation(args, check=check, fold_bn=args.fold_bn)
+    c = compilation(args, check=check, cache=False, fold_bn=args.fold_bn)  # writes the user's file only
     net = c.network
     external = {"auto": "auto", "always": True, "never": False}[args.external_data]
     files = net.save(out, opset=args.opset, seed=c.seed, weights=c.weights, external_data=external, **c.options)

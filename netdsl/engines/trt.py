@@ -27,21 +27,17 @@ without one.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
-import os
 import re
-import stat
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..cache import CacheStore, OddEntry, evict, read_regular
 from ..errors import EngineError, NetdslError, UsageError
 from ..files import atomic_open
 from ..lazy import first_available, lazy_import
@@ -131,70 +127,13 @@ def cache_key(onnx_bytes: bytes, precision: str, profile: Profile, trt_version: 
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
-MAX_RECORD = 1 << 16  # bytes of an entry's .json; a larger one is not ours
 MAX_TIMING_CACHE = 1 << 28
-_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_OddEntry = OddEntry
 
 
-class _OddEntry(Exception):
-    """A cache file that is not a regular file (a FIFO, folder, device or symlink), or is too large."""
-
-
-def read_regular(path: Path, max_size: int, expect_size: int | None = None) -> bytes | None:
-    """The bytes of the regular file ``path``, or None when it does not exist.
-
-    Never follows a symlink, never blocks on a FIFO or device, and checks the size from ``fstat``
-    (against ``max_size`` and ``expect_size``) before reading anything: a sparse multi-gigabyte
-    file costs nothing. Raises _OddEntry for anything else at ``path``, OSError when unreadable.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise _OddEntry("is a symbolic link") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _OddEntry(f"is {_kind(st.st_mode)}, not a file")
-        if expect_size is not None and st.st_size != expect_size:
-            raise _OddEntry(f"holds {st.st_size:,} bytes, not the {expect_size:,} its record says")
-        if st.st_size > max_size:
-            raise _OddEntry(f"holds {st.st_size:,} bytes, more than the {max_size:,} expected")
-        os.set_blocking(fd, True)
-        chunks, left = [], st.st_size + 1  # one byte more reveals a file that grew
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) != st.st_size:
-            raise _OddEntry("changed while it was read")
-        return data
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISLNK, "a symbolic link")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def print_warning(message: str) -> None:
-    """How the engine cache reports what it repaired or bypassed (to stderr, like netdsl's other warnings)."""
-    print(f"netdsl: warning: {message}", file=sys.stderr)
-
-
-class EngineCache:
-    """Serialized engines on disk: atomic writes, verified entries, one builder per key at a time.
+class EngineCache(CacheStore):
+    """Serialized engines on disk (:class:`netdsl.cache.CacheStore`): atomic writes, verified entries,
+    one builder per key at a time, plus TensorRT's timing cache.
 
     Nothing found in the cache folder is trusted: an entry is used only when its record matches
     the engine asked for (:func:`key_material`) and the plan matches the record's size and sha256.
@@ -204,174 +143,8 @@ class EngineCache:
     without being cached. No state of the folder makes a build hang or fail.
     """
 
-    def __init__(self, directory: Path, warn: Callable[[str], None] = print_warning):
-        self.dir = directory
-        self.warn = warn
-        self._read_only_reported = False
-
-    def _paths(self, key: str) -> tuple[Path, Path, Path]:
-        return self.dir / f"{key}.plan", self.dir / f"{key}.json", self.dir / f"{key}.lock"
-
-    def _cannot_write(self, what: str, error: BaseException) -> None:
-        if not self._read_only_reported:
-            self._read_only_reported = True
-            reason = error.diagnostics[0].message if isinstance(error, NetdslError) else error.strerror or str(error)
-            self.warn(f"cannot write the engine cache {plain(self.dir)} ({what}: {plain(reason)}); "
-                      "engines built now are used without being cached")
-
-    @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Exclusive per-key lock (a second process wanting the same engine waits here).
-
-        Without a usable lock file (a read-only folder) the block runs unlocked: entries are
-        replaced atomically and verified before use, so a reader never uses a half-written one.
-        """
-        fd = self._lock_fd(key)
-        try:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            if fd is not None:
-                os.close(fd)  # releases the lock
-
-    def _lock_fd(self, key: str) -> int | None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            self._cannot_write(f"creating {plain(self.dir)}", e)
-            return None
-        path = self._paths(key)[2]
-        for attempt in range(2):
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o644)
-            except OSError as e:
-                if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-                    return self._read_only_lock(path)
-                if e.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO) or attempt:
-                    self.warn(f"cannot open the lock file {plain(path)} ({plain(e.strerror)}); building unlocked")
-                    return None
-                odd = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be opened ({e.strerror})"
-            else:
-                mode = os.fstat(fd).st_mode
-                if stat.S_ISREG(mode):
-                    return fd
-                os.close(fd)
-                odd = f"is {_kind(mode)}, not a file"
-            if attempt:
-                self.warn(f"the lock file {plain(path)} {odd}; building unlocked")
-                return None
-            self.warn(f"the lock file {plain(path)} {odd}; replacing it")
-            if not self._remove(path):
-                return None
-        return None  # pragma: no cover - the loop returns
-
-    def _read_only_lock(self, path: Path) -> int | None:
-        """A read-only folder: lock an existing lock file for reading (flock needs no write access)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
-        except OSError:
-            return None
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            return fd
-        os.close(fd)
-        return None
-
-    def load(self, key: str, expect: dict | None = None) -> bytes | None:
-        """The cached plan, or None when there is no usable entry (a damaged or foreign one is removed).
-
-        ``expect``: the entry's key material (:func:`key_material`); an entry recorded for anything
-        else (another model, precision, profile, TensorRT or target) is not used.
-        """
-        plan, meta, _ = self._paths(key)
-        try:
-            raw = read_regular(meta, MAX_RECORD)
-            if raw is None:
-                if os.path.lexists(plan):
-                    self.discard(key, "has a plan but no record")
-                return None
-            try:
-                record = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                record = None
-            if not isinstance(record, dict) or not isinstance(record.get("size"), int) \
-                    or not isinstance(record.get("sha256"), str):
-                self.discard(key, "has an unreadable record")
-                return None
-            for field, want in (expect or {}).items():
-                if record.get(field) != want:
-                    self.discard(key, f"was recorded for another engine (its `{field}` differs)")
-                    return None
-            try:
-                data = read_regular(plan, max(record["size"], 0), expect_size=record["size"])
-            except _OddEntry as e:
-                self.discard(key, f"has a plan that {e}")
-                return None
-        except _OddEntry as e:
-            self.discard(key, f"has a record that {e}")
-            return None
-        except OSError as e:
-            self.warn(f"cannot read the engine cache entry {plain(plan)} ({plain(e.strerror or e)}); rebuilding")
-            return None
-        if data is None:
-            self.discard(key, "has a record but no plan")
-            return None
-        if hashlib.sha256(data).hexdigest() != record["sha256"]:
-            self.discard(key, "has a plan whose sha256 differs from its record")
-            return None
-        return data
-
-    def store(self, key: str, data: bytes, info: dict) -> bool:
-        """Cache ``data`` with its record; False (after a warning) when the folder cannot be written."""
-        plan, meta, _ = self._paths(key)
-        record = {**info, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "created": time.time()}
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            if not (self._clear(plan) and self._clear(meta)):
-                return False  # something that cannot be removed sits there (reported)
-            with atomic_open(plan) as f:
-                f.write(data)
-            with atomic_open(meta, "w") as f:
-                json.dump(record, f, indent=1, sort_keys=True)
-        except (OSError, NetdslError) as e:
-            self._cannot_write(f"storing {key}", e)
-            return False
-        return True
-
-    def discard(self, key: str, why: str | None = None) -> None:
-        """Remove the entry ``key`` (whatever sits at its paths), warning ``why`` it is not used."""
-        if why:
-            self.warn(f"engine cache entry {key} in {plain(self.dir)} {why}; rebuilding")
-        for path in self._paths(key)[:2]:
-            self._remove(path)
-
-    def _clear(self, path: Path) -> bool:
-        """Before writing ``path``: remove anything there that is not a regular file (never written through)."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return True
-        return stat.S_ISREG(st.st_mode) or self._remove(path)
-
-    def _remove(self, path: Path) -> bool:
-        """Remove what sits at ``path`` (a file, link, FIFO or empty folder); False, after a warning, if it stays."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return True
-        try:
-            if stat.S_ISDIR(st.st_mode):
-                os.rmdir(path)
-            else:
-                os.unlink(path)
-        except OSError as e:
-            if stat.S_ISDIR(st.st_mode) and e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                self.warn(f"{plain(path)} is a folder that is not empty; netdsl leaves it alone and does not "
-                          "cache this engine (remove the folder to cache it again)")
-            else:
-                self._cannot_write(f"removing {plain(path.name)}", e)
-            return False
-        return True
+    suffix = ".plan"
+    label = "engine"
 
     @property
     def timing_cache_path(self) -> Path:
@@ -601,7 +374,8 @@ def cached_plan(trt, model: ModelSource, options: EngineOptions, target: Target,
                 data = None
         if data is None:
             data, built_seconds = build_engine(trt, onnx_bytes, profile, cache, progress=options.progress)
-            cache.store(key, data, {"model": plain(model.name), **material})
+            if cache.store(key, data, {"model": plain(model.name), **material}):
+                evict(cache.dir.parent, keep=key)  # the cache's size cap, least recently used first
             if deserialize is not None:
                 engine = deserialize(data)
                 if engine is None:
