@@ -23,16 +23,14 @@ from lark.lark import PostLex
 from lark.visitors import Transformer_NonRecursive
 
 from .errors import NetdslSyntaxError, SourceFile, Span
-
-# Limits on one source file, each checked before the work it bounds: the bytes read, then (before the lexer
-# runs) line length and a lower bound of the token count, then (while lexing) the exact token count, then
-# (on the parse tree, before the syntax tree is built) how deep expressions and brackets nest.
-MAX_SOURCE_BYTES = 10 * 1024 * 1024
-MAX_LINE_CHARS = 1_000_000  # also bounds the longest token, whose regular expression match costs memory
-MAX_TOKENS = 100_000  # the largest network of the zoo has 700; parsing this many takes seconds
-MAX_EXPR_DEPTH = 512  # operators nested in one expression: `1 + 1 + ... + 1` of 513 terms
-MAX_NESTING = 100  # groups and composites nested in one another
-MAX_LITERAL_DIGITS = 100  # any larger integer is over every limit of the later stages anyway
+from .limits import (  # noqa: F401 - re-exported: the limits this module enforces
+    MAX_EXPR_DEPTH,
+    MAX_LINE_CHARS,
+    MAX_LITERAL_DIGITS,
+    MAX_NESTING,
+    MAX_SOURCE_BYTES,
+    MAX_TOKENS,
+)
 
 
 # ----------------------------------------------------------------------------- expressions

@@ -112,7 +112,7 @@ def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> N
 # ----------------------------------------------------------------------------- options
 def parse_args_kv(items: list[str] | None) -> dict[str, int | float]:
     """``--arg classes=10`` values as numbers."""
-    from ..syntax import MAX_LITERAL_DIGITS
+    from ..limits import MAX_LITERAL_DIGITS
 
     out: dict[str, int | float] = {}
     for item in items or ():
