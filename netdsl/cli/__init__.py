@@ -101,4 +101,10 @@ def entry() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a signal that arrived outside the command itself (parsing options, returning)
+        print("netdsl: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing of netdsl's is left to clean up while Python exits
+    sys.exit(code)
