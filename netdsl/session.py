@@ -98,7 +98,7 @@ def load_onnx(path: str, load_external_data: bool = True):
 def _onnx_path(path: str) -> ModelSource:
     """A .onnx file left for the engine to read and describe: the fast path of a plain ``.onnx`` on ONNX Runtime,
     which neither imports onnx nor parses the protobuf in Python. ``inputs``, ``outputs``, ``metadata`` and the
-    graph's name are filled in from the engine's session (:meth:`Session._described`)."""
+    graph's name are filled in from the engine's session (:meth:`netdsl.engines.ort.OrtRunner.described`)."""
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
     return ModelSource(Path(path).stem, None, path)
