@@ -280,13 +280,13 @@ def _time_bound(bound, batch: int, warmup: float, duration: float, min_iteration
 
 def versions(description: dict, engine: str) -> dict:
     """The versions a benchmark figure depends on: netdsl, Python, numpy, onnx and the engine's package."""
+    from .machine import dist_version
     from .version import __version__
 
     out = {"netdsl": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    with contextlib.suppress(ImportError):
-        import onnx
-
-        out["onnx"] = onnx.__version__
+    onnx_version = dist_version("onnx")  # from its installed metadata: a benchmark of a .onnx never imports onnx
+    if onnx_version is not None:
+        out["onnx"] = onnx_version
     package = _ENGINE_PACKAGES.get(engine, engine)
     out[package] = description.get("engine_version")
     if engine == "ort":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import glob
 import importlib
-import importlib.metadata as md
 import os
 import re
 import shutil
@@ -138,6 +137,8 @@ def gpu_report() -> dict:
 
 # ============================================================================= packages
 def dist_version(name: str) -> str | None:
+    import importlib.metadata as md  # here, not at the top: a run of a model never needs it
+
     try:
         return md.version(name)
     except md.PackageNotFoundError:
@@ -150,6 +151,8 @@ def ort_distributions() -> list[dict]:
     onnxruntime, onnxruntime-gpu, onnxruntime-directml, ort-nightly ... all install the same
     ``onnxruntime/`` folder: with two of them, whichever was installed last wins, file by file.
     """
+    import importlib.metadata as md
+
     found: dict[str, dict] = {}
     for dist in md.distributions():
         name = (dist.metadata["Name"] or "").strip()

@@ -95,6 +95,15 @@ def load_onnx(path: str, load_external_data: bool = True):
         raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
 
 
+def _onnx_path(path: str) -> ModelSource:
+    """A .onnx file left for the engine to read and describe: the fast path of a plain ``.onnx`` on ONNX Runtime,
+    which neither imports onnx nor parses the protobuf in Python. ``inputs``, ``outputs``, ``metadata`` and the
+    graph's name are filled in from the engine's session (:meth:`netdsl.engines.ort.OrtRunner.described`)."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    return ModelSource(Path(path).stem, None, path)
+
+
 def _onnx_file(path: str) -> ModelSource:
     """A .onnx file, read once: the same bytes are parsed here (for its inputs and outputs) and handed to
     the engine, unless its weights live in other files (external data), when the engine reads the path."""
@@ -126,14 +135,26 @@ class Session:
                  args: Mapping | None = None, seed: int = 0, weights=None, opset: int | None = None,
                  compile_options: Mapping | None = None, loader: Callable | None = None, **engine_options):
         start = time.perf_counter()
-        self.source = model_source(model, network=network, args=args, opset=opset, seed=seed, weights=weights,
-                                   compile_options=compile_options, loader=loader)
+        # a plain .onnx on ONNX Runtime, with nothing that needs the ModelProto: ONNX Runtime reads the file and
+        # describes the model (its inputs, outputs and metadata), so onnx is neither imported nor run over it
+        fast = (engine == "ort" and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx")
+                and not engine_options.get("extra_outputs"))
+        self.source = _onnx_path(str(model)) if fast else \
+            model_source(model, network=network, args=args, opset=opset, seed=seed, weights=weights,
+                         compile_options=compile_options, loader=loader)
         self.compile_seconds = time.perf_counter() - start
         check_device(engine, device)
         self.options = EngineOptions(threads=threads, opt_level=opt_level, save_optimized=save_optimized,
                                      **engine_options)
         start = time.perf_counter()
-        self.runner = get_engine(engine).prepare(self.source, device, self.options)
+        try:
+            self.runner = get_engine(engine).prepare(self.source, device, self.options)
+        except NetdslError:
+            if fast:  # a file that is no ONNX model at all says so, as the ModelProto path does
+                _onnx_file(str(model))
+            raise
+        if fast:
+            self.source = self.runner.described(self.source)
         self.prepare_seconds = time.perf_counter() - start
         self.engine, self.device = engine, device
         self._inputs = {s.name: s for s in self.runner.inputs}

@@ -92,11 +92,13 @@ def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> N
     """Before any work: no output (``{option: path}``) may be an input of the command (UsageError), two options
     may not name one file, and each output must be writable as far as can be told in advance (OutputError:
     a folder, a missing folder, a special file that cannot be written)."""
+    given = {option: path for option, path in outputs.items() if path}
+    if not given:
+        return
     from ..files import OutputError, check_output, refuse_overwrite
 
     inputs = model_inputs(args)
     folders = [p for p in inputs if os.path.isdir(p)]  # of images: the files in them are inputs too
-    given = {option: path for option, path in outputs.items() if path}
     for option, path in given.items():
         inside = [os.path.join(f, os.path.basename(path)) for f in folders]
         refuse_overwrite(path, inputs + [f for f in inside if os.path.isfile(f)], option)

@@ -13,6 +13,7 @@ again, unless ``NO_COLOR`` is set.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -43,7 +44,9 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
+           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+           "tensor(uint64)": np.uint64, "tensor(uint32)": np.uint32, "tensor(uint16)": np.uint16,
+           "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 
 
 # ONNX Runtime's log levels: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
@@ -252,6 +255,14 @@ class OrtRunner(Runner):
         self.inputs = tuple(_spec(i) for i in session.get_inputs())
         self.outputs = tuple(_spec(o) for o in session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
+
+    def described(self, model: ModelSource) -> ModelSource:
+        """``model`` (a .onnx path the session read itself) with its name, inputs, outputs and metadata as ONNX
+        Runtime read them: what :func:`netdsl.session.model_source` learns from the ModelProto, without onnx."""
+        meta = self.session.get_modelmeta()
+        name = plain(meta.graph_name or model.name, 200)  # a display name, from the file: never a terminal escape
+        return dataclasses.replace(model, name=name, inputs=self.inputs, outputs=self.outputs,
+                                   metadata=dict(meta.custom_metadata_map))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with run_errors(_batch(feeds)):
