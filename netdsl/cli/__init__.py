@@ -26,7 +26,8 @@ from .common import print_diagnostics
 # Each command module defines ``register(subparsers)``; modules beyond the first are imported only
 # to declare their options, and import their heavy dependencies lazily when run.
 COMMAND_MODULES = ("netdsl.cli.compile", "netdsl.cli.run", "netdsl.cli.weights", "netdsl.cli.compare",
-                   "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor", "netdsl.cli.view")
+                   "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor", "netdsl.cli.view",
+                   "netdsl.cli.fmt")
 FAST_COMMANDS = ("check", "summary", "compile")  # registered by COMMAND_MODULES[0] alone
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
