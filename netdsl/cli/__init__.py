@@ -27,8 +27,9 @@ from .common import print_diagnostics
 # to declare their options, and import their heavy dependencies lazily when run.
 COMMAND_MODULES = ("netdsl.cli.compile", "netdsl.cli.run", "netdsl.cli.weights", "netdsl.cli.compare",
                    "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor", "netdsl.cli.view",
-                   "netdsl.cli.lsp")
+                   "netdsl.cli.fmt", "netdsl.cli.lsp")
 FAST_COMMANDS = ("check", "summary", "compile")  # registered by COMMAND_MODULES[0] alone
+LIGHT_COMMANDS = {"fmt": "netdsl.cli.fmt", "lsp": "netdsl.cli.lsp"}  # registered alone: no ONNX, no numpy
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -49,7 +50,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     # whatever they import, are not loaded at all.
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     fast = bool(words) and words[0] in FAST_COMMANDS
-    for name in COMMAND_MODULES[:1] if fast else COMMAND_MODULES:
+    modules = COMMAND_MODULES[:1] if fast else COMMAND_MODULES
+    if words and words[0] in LIGHT_COMMANDS:
+        modules = (LIGHT_COMMANDS[words[0]],)
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
