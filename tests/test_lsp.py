@@ -366,3 +366,22 @@ async def test_stale_results_are_dropped_latest_edit_wins(client: LanguageClient
     found = await hints(client, uri)
     assert found and list(client.diagnostics.get(uri, [None])) == []
     assert {h.label for h in found} >= {"→ 10"}
+
+
+async def test_a_slow_check_of_one_document_does_not_hold_up_another(client: LanguageClient, tmp_path):
+    slow = tmp_path / "slow.net"
+    slow.write_text("network slow {\n    input image: 8x16x16\n    (conv 8 3x3 pad 1 -> bn -> relu) x 6000\n"
+                    "    output out\n}\n")
+    events: list[str] = []
+    slow_uri = open_doc(client, slow)
+    slow_hints = asyncio.ensure_future(hints(client, slow_uri))
+    slow_hints.add_done_callback(lambda _: events.append("slow"))
+    path = NETWORKS / "resnet18.net"
+    text = path.read_text()
+    uri = open_doc(client, path)
+    got = await client.text_document_hover_async(T.HoverParams(T.TextDocumentIdentifier(uri),
+                                                               pos(text, "conv 64 7x7", 2)))
+    events.append("hover")
+    assert "64x112x112" in got.contents.value
+    assert (await slow_hints)[0].label == "→ 8x16x16"
+    assert events == ["hover", "slow"]  # answered while the other document was still being checked

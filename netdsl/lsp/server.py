@@ -142,7 +142,9 @@ async def did_change(ls: NetdslServer, params: types.DidChangeTextDocumentParams
 async def did_close(ls: NetdslServer, params: types.DidCloseTextDocumentParams):
     uri = params.text_document.uri
     ls.versions.pop(uri, None)
-    ls.pending.pop(uri, None)
+    future = ls.pending.pop(uri, None)
+    if future is not None and not future.done():
+        future.set_result(None)  # requests waiting for a check of the closed document get no answer
     ls.results.pop(uri, None)
     ls.parsed.pop(uri, None)
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
