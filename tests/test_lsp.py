@@ -336,6 +336,16 @@ async def test_malformed_documents_and_out_of_range_positions_do_not_crash(clien
             T.TextDocumentIdentifier(uri), T.FormattingOptions(tab_size=4, insert_spaces=True)))
     found = await diagnostics_where(client, uri, lambda d: len(d) > 0)
     assert found[0].severity == T.DiagnosticSeverity.Error
+    # a document not on disk (an unsaved buffer) that imports, and requests about a document never opened
+    untitled = "untitled:Untitled-1"
+    client.text_document_did_open(T.DidOpenTextDocumentParams(T.TextDocumentItem(
+        uri=untitled, language_id="netdsl", version=1, text='import "x.net"\nnetwork n {\n}\n')))
+    found = await diagnostics_where(client, untitled, lambda d: len(d) > 0)
+    assert "needs a file on disk" in found[0].message
+    never = (tmp_path / "never.net").as_uri()
+    assert await client.text_document_hover_async(T.HoverParams(T.TextDocumentIdentifier(never),
+                                                                T.Position(0, 0))) is None
+    assert await hints(client, never) == []
     # the server still answers
     good = NETWORKS / "resnet18.net"
     assert await hints(client, open_doc(client, good))
@@ -385,3 +395,23 @@ async def test_a_slow_check_of_one_document_does_not_hold_up_another(client: Lan
     assert "64x112x112" in got.contents.value
     assert (await slow_hints)[0].label == "→ 8x16x16"
     assert events == ["hover", "slow"]  # answered while the other document was still being checked
+
+
+async def test_every_error_of_the_cli_with_its_span(client: LanguageClient, tmp_path):
+    import netdsl
+    from netdsl.errors import NetdslError
+
+    text = (NETWORKS / "resnet18.net").read_text().replace("fc: fc classes", "fc: fc clases").replace(
+        "maxpool 3x3 /2 pad 1", "maxpool 3x3 /2 pad 1 bogus")
+    path = tmp_path / "two.net"
+    path.write_text(text)
+    with pytest.raises(NetdslError) as info:
+        netdsl.load(str(path))
+    expected = sorted((d.span.line - 1, d.span.column - 1, d.span.end_line - 1, d.span.end_column - 1, d.message)
+                      for d in info.value.diagnostics)
+    assert len(expected) == 2
+    uri = open_doc(client, path)
+    found = await diagnostics_where(client, uri, lambda d: len(d) > 0)
+    got = sorted((d.range.start.line, d.range.start.character, d.range.end.line, d.range.end.character,
+                  d.message.split("\n")[0]) for d in found)
+    assert got == expected
