@@ -192,15 +192,19 @@ class Analysis:
         out = [f"```netdsl\n{self.signature(block)}\n```"]
         nodes = self._call_nodes(call)
         if nodes:
-            instances = {(g.name, n.trace[next(i for i, t in enumerate(n.trace) if _CALLED_FROM.search(t)
-                                                  and t.endswith(f"{call.span.line}:{call.span.column}")):])
-                         for g, n in nodes}
-            per = len(nodes) // max(1, len(instances))
-            params = sum(n.params for _, n in nodes) // max(1, len(instances))
-            macs = sum(self.stats[f"{g.name}/{n.name}"].macs for g, n in nodes
-                       if f"{g.name}/{n.name}" in self.stats) // max(1, len(instances))
-            out.append(f"expands to {per} layers (`{nodes[0][1].name}` … `{nodes[-1][1].name}`), "
-                       f"output `{fmt_shape(nodes[-1][1].shape)}`, {params:,} params, {macs:,} MACs")
+            where = f"called from {call.span.path}:{call.span.line}:{call.span.column}"
+            groups: dict[tuple, list[Node]] = {}
+            for g, n in nodes:
+                key = (g.name, *n.trace[[t.endswith(where) for t in n.trace].index(True):])
+                groups.setdefault(key, []).append(n)
+            first = next(iter(groups.values()))
+            stats = [self.stats.get(f"{key[0]}/{n.name}") for key, ns in groups.items() for n in ns]
+            macs = sum(r.macs for r in stats if r is not None)
+            params = sum(n.params for _, n in nodes)
+            outputs = " | ".join(dict.fromkeys(fmt_shape(ns[-1].shape) for ns in groups.values()))
+            each = f" in each of {len(groups)} instances" if len(groups) > 1 else ""
+            out.append(f"expands to {len(first)} layers{each} (`{first[0].name}` … `{first[-1].name}`), "
+                       f"output `{outputs}`, {params:,} params, {macs:,} MACs" + (" in all" if each else ""))
         else:
             out.append(f"defined at {block.span}")
         return "\n\n".join(out)
