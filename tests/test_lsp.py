@@ -415,3 +415,16 @@ async def test_every_error_of_the_cli_with_its_span(client: LanguageClient, tmp_
     got = sorted((d.range.start.line, d.range.start.character, d.range.end.line, d.range.end.character,
                   d.message.split("\n")[0]) for d in found)
     assert got == expected
+
+
+async def test_columns_are_utf16_code_units(client: LanguageClient, tmp_path):
+    text = 'network n {\n    input image: 3x8x8\n    "a\U0001F600": conv 4 1x1\n    output o\n}\n'
+    path = tmp_path / "utf16.net"
+    path.write_text(text, encoding="utf-8")
+    uri = open_doc(client, path)
+    found = await diagnostics_where(client, uri, lambda d: len(d) > 0)
+    assert "a name may hold" in found[0].message
+    # `"a😀"` is 4 characters but 5 UTF-16 code units (the emoji is a surrogate pair)
+    assert (found[0].range.start.character, found[0].range.end.character) == (4, 9)
+    got = await client.text_document_hover_async(T.HoverParams(T.TextDocumentIdentifier(uri), T.Position(2, 12)))
+    assert got is None  # the network did not elaborate: nothing to show, and no crash

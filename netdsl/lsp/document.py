@@ -11,6 +11,7 @@ becomes a range by subtracting one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -38,6 +39,30 @@ def span_range(span: Span) -> Range:
 def contains(span: Span, pos: Pos) -> bool:
     start, end = span_range(span)
     return start <= pos < end or (start == end == pos)
+
+
+class Columns:
+    """Columns as the compiler counts them (characters) to and from LSP's default unit, UTF-16 code units
+    (a character beyond the Basic Multilingual Plane, such as an emoji, is two)."""
+
+    def __init__(self, text: str):
+        self.lines = text.split("\n")
+
+    def to_client(self, line: int, column: int) -> int:
+        if 0 <= line < len(self.lines) and not self.lines[line].isascii():
+            text = self.lines[line]
+            return len(text[:column].encode("utf-16-le")) // 2 + max(0, column - len(text))
+        return column
+
+    def from_client(self, line: int, column: int) -> int:
+        if 0 <= line < len(self.lines) and not self.lines[line].isascii():
+            units = 0
+            for i, ch in enumerate(self.lines[line]):
+                if units >= column:
+                    return i
+                units += 2 if ord(ch) > 0xFFFF else 1
+            return len(self.lines[line]) + max(0, column - units)
+        return column
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,10 @@ class Analysis:
     graphs: list[Graph] = field(default_factory=list)
     stats: dict[str, LayerStats] = field(default_factory=dict)  # "network/node name" -> row
     problems: list[Problem] = field(default_factory=list)
+
+    @functools.cached_property
+    def columns(self) -> Columns:
+        return Columns(self.text)
 
     # ------------------------------------------------------------------ helpers
     def _mine(self, span: Span | None) -> bool:

@@ -68,7 +68,7 @@ class NetdslServer(pygls_server.LanguageServer):
         if not future.done():
             future.set_result(result)
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, version=version, diagnostics=[_diagnostic(p, uri) for p in result.problems]))
+            uri=uri, version=version, diagnostics=[_diagnostic(p, result) for p in result.problems]))
 
     async def current(self, uri: str) -> Analysis | None:
         """The analysis of the document's latest version (waiting for its check), or None if unknown."""
@@ -93,20 +93,24 @@ def _uri(path: str) -> str:
     return uris.from_fs_path(os.path.abspath(path)) or path
 
 
-def _pos(p) -> tuple[int, int]:
-    return (max(0, p.line), max(0, p.character))
+def _pos(p, a: Analysis) -> tuple[int, int]:
+    line = max(0, p.line)
+    return line, max(0, a.columns.from_client(line, p.character))
 
 
-def _range(r) -> types.Range:
+def _range(r, a: Analysis | None = None) -> types.Range:
     (l0, c0), (l1, c1) = r
+    if a is not None:  # a range in the document's own text: characters become UTF-16 units
+        cols = a.columns
+        c0, c1 = cols.to_client(l0, c0), cols.to_client(l1, c1)
     return types.Range(types.Position(max(0, l0), max(0, c0)), types.Position(max(0, l1), max(0, c1)))
 
 
-def _diagnostic(p: Problem, uri: str) -> types.Diagnostic:
+def _diagnostic(p: Problem, a: Analysis) -> types.Diagnostic:
     severity = types.DiagnosticSeverity.Error if p.severity == "error" else types.DiagnosticSeverity.Warning
     related = [types.DiagnosticRelatedInformation(types.Location(_uri(path), _range(rng)), note)
                for path, rng, note in p.related]
-    return types.Diagnostic(range=_range(p.range), message=p.message, severity=severity, source="netdsl",
+    return types.Diagnostic(range=_range(p.range, a), message=p.message, severity=severity, source="netdsl",
                             related_information=related or None)
 
 
@@ -158,7 +162,9 @@ async def inlay_hints(ls: NetdslServer, params: types.InlayHintParams):
     if a is None:
         return []
     lo, hi = params.range.start.line, params.range.end.line
-    return [types.InlayHint(position=types.Position(*h.position), label=h.label, kind=types.InlayHintKind.Type,
+    cols = a.columns
+    return [types.InlayHint(position=types.Position(h.position[0], cols.to_client(*h.position)), label=h.label,
+                            kind=types.InlayHintKind.Type,
                             padding_left=True)
             for h in a.hints() if lo <= h.position[0] <= hi]
 
@@ -167,22 +173,22 @@ async def inlay_hints(ls: NetdslServer, params: types.InlayHintParams):
 @_safe()
 async def hover(ls: NetdslServer, params: types.HoverParams):
     a = await ls.current(params.text_document.uri)
-    found = a.hover(_pos(params.position)) if a else None
+    found = a.hover(_pos(params.position, a)) if a else None
     if found is None:
         return None
     text, rng = found
-    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text), range=_range(rng))
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text), range=_range(rng, a))
 
 
 @server.feature(types.TEXT_DOCUMENT_DEFINITION)
 @_safe()
 async def definition(ls: NetdslServer, params: types.DefinitionParams):
     a = await ls.current(params.text_document.uri)
-    found = a.definition(_pos(params.position)) if a else None
+    found = a.definition(_pos(params.position, a)) if a else None
     if found is None:
         return None
     path, rng = found
-    return types.Location(uri=_uri(path), range=_range(rng))
+    return types.Location(uri=_uri(path), range=_range(rng, a if os.path.abspath(path) == a.path else None))
 
 
 @server.feature(types.TEXT_DOCUMENT_REFERENCES)
@@ -191,35 +197,35 @@ async def references(ls: NetdslServer, params: types.ReferenceParams):
     a = await ls.current(params.text_document.uri)
     if a is None:
         return []
-    return [types.Location(uri=params.text_document.uri, range=_range(r))
-            for r in a.references(_pos(params.position), params.context.include_declaration)]
+    return [types.Location(uri=params.text_document.uri, range=_range(r, a))
+            for r in a.references(_pos(params.position, a), params.context.include_declaration)]
 
 
 @server.feature(types.TEXT_DOCUMENT_RENAME)
 @_safe()
 async def rename(ls: NetdslServer, params: types.RenameParams):
     a = await ls.current(params.text_document.uri)
-    edits = a.rename(_pos(params.position), params.new_name) if a else None
+    edits = a.rename(_pos(params.position, a), params.new_name) if a else None
     if not edits:
         return None
-    return types.WorkspaceEdit(changes={params.text_document.uri: [types.TextEdit(_range(r), new)
+    return types.WorkspaceEdit(changes={params.text_document.uri: [types.TextEdit(_range(r, a), new)
                                                                    for r, new in edits]})
 
 
 _SYMBOL_KINDS = {"network": "Module", "block": "Class", "layer": "Field", "call": "Function", "label": "Variable"}
 
 
-def _symbol(s) -> types.DocumentSymbol:
+def _symbol(s, a: Analysis) -> types.DocumentSymbol:
     return types.DocumentSymbol(name=s.name, kind=getattr(types.SymbolKind, _SYMBOL_KINDS[s.kind]),
-                                range=_range(s.range), selection_range=_range(s.selection), detail=s.detail,
-                                children=[_symbol(c) for c in s.children])
+                                range=_range(s.range, a), selection_range=_range(s.selection, a), detail=s.detail,
+                                children=[_symbol(c, a) for c in s.children])
 
 
 @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
 @_safe([])
 async def document_symbols(ls: NetdslServer, params: types.DocumentSymbolParams):
     a = await ls.current(params.text_document.uri)
-    return [_symbol(s) for s in a.symbols()] if a else []
+    return [_symbol(s, a) for s in a.symbols()] if a else []
 
 
 @server.feature(types.TEXT_DOCUMENT_FOLDING_RANGE)
@@ -248,7 +254,7 @@ async def completion(ls: NetdslServer, params: types.CompletionParams):
                              documentation=types.MarkupContent(kind=types.MarkupKind.Markdown,
                                                                value=f"```\n{c['doc']}\n```") if c.get("doc")
                              else None)
-        for c in a.completions(_pos(params.position))])
+        for c in a.completions(_pos(params.position, a))])
 
 
 @server.feature(types.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL,
@@ -258,8 +264,9 @@ async def semantic_tokens(ls: NetdslServer, params: types.SemanticTokensParams):
     a = await ls.current(params.text_document.uri)
     if a is None:
         return types.SemanticTokens(data=[])
-    data, prev_line, prev_col = [], 0, 0
+    data, prev_line, prev_col, cols = [], 0, 0, a.columns
     for ((line, col), (_, end)), kind in a.tokens():
+        col, end = cols.to_client(line, col), cols.to_client(line, end)
         delta_line = line - prev_line
         data += [delta_line, col - prev_col if delta_line == 0 else col, end - col, TOKEN_TYPES.index(kind), 0]
         prev_line, prev_col = line, col
