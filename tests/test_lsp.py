@@ -428,3 +428,18 @@ async def test_columns_are_utf16_code_units(client: LanguageClient, tmp_path):
     assert (found[0].range.start.character, found[0].range.end.character) == (4, 9)
     got = await client.text_document_hover_async(T.HoverParams(T.TextDocumentIdentifier(uri), T.Position(2, 12)))
     assert got is None  # the network did not elaborate: nothing to show, and no crash
+
+
+async def test_saving_an_imported_file_rechecks_the_documents_that_import_it(client: LanguageClient, tmp_path):
+    lib = tmp_path / "lib.net"
+    lib.write_text("block twice(c) {\n    conv c 3x3 pad 1 -> relu\n}\n")
+    main = tmp_path / "main.net"
+    main.write_text('import "lib.net"\n\nnetwork n {\n    input image: 4x8x8\n    twice(4)\n    output out\n}\n')
+    uri = open_doc(client, main)
+    assert list(await diagnostics_where(client, uri, lambda d: True)) == []
+    luri = open_doc(client, lib)
+    lib.write_text("block twice(c) {\n    conv c 3x3 pad 1 -> relu bogus\n}\n")
+    client.text_document_did_save(T.DidSaveTextDocumentParams(T.TextDocumentIdentifier(luri)))
+    found = await diagnostics_where(client, uri, lambda d: len(d) > 0)
+    assert "bogus" in found[0].message and "lib.net:2:" in found[0].message
+    assert found[0].related_information[0].location.uri == luri

@@ -141,6 +141,15 @@ async def did_change(ls: NetdslServer, params: types.DidChangeTextDocumentParams
     ls.schedule(params.text_document.uri, params.text_document.version)
 
 
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+@_safe()
+async def did_save(ls: NetdslServer, params: types.DidSaveTextDocumentParams):
+    # imports are read from disk: a saved file may change what the other open documents import
+    for uri, version in list(ls.versions.items()):
+        if uri != params.text_document.uri:
+            ls.schedule(uri, version)
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 @_safe()
 async def did_close(ls: NetdslServer, params: types.DidCloseTextDocumentParams):
