@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .errors import NetdslError, NetdslSyntaxError, Span
+from .errors import NetdslError, Span
 from .syntax import Composite, Group, Layer, OutputDecl, parse
 
 __all__ = ["format_source"]
@@ -93,8 +93,8 @@ class _Line:
 def format_source(text: str, path: str = "<string>") -> str:
     """The canonical layout of a ``.net`` source's text.
 
-    Raises :class:`NetdslSyntaxError` (with the diagnostics ``netdsl check`` prints) when ``text`` does not
-    parse. The result parses to the same syntax tree as ``text`` (positions aside) and formats to itself.
+    Raises :class:`~netdsl.errors.NetdslSyntaxError` (with the diagnostics ``netdsl check`` prints) when ``text``
+    does not parse. The result parses to the same syntax tree as ``text`` (positions aside) and formats to itself.
     """
     text = text.replace("\r\n", "\n")
     module = parse(text, path)
@@ -175,12 +175,11 @@ def _annotate(tokens: list[_Tok], text: str, module) -> None:
     layers = sorted((offset(s.line, s.column), offset(s.end_line, s.end_column)) for s in found["layer"])
     outputs = [(offset(s.line, s.column), offset(s.end_line, s.end_column)) for s in found["output"]]
 
-    li = 0
+    li = 0  # layers do not nest: each token is inside at most one, and both lists are in text order
     for t in tokens:
         while li < len(layers) and layers[li][1] <= t.offset:
             li += 1
-        t.in_layer = li < len(layers) and layers[li][0] <= t.offset < layers[li][1] \
-            and any(a <= t.offset < b for a, b in layers[li:li + 64])
+        t.in_layer = li < len(layers) and layers[li][0] <= t.offset
 
     stack: list[int] = []
     for i, t in enumerate(tokens):
@@ -250,7 +249,7 @@ def _layout(items: list[_Tok | _Comment]) -> str:
     tokens = [t for t in items if isinstance(t, _Tok)]
     lines: list[_Line] = []
     pending: list[_Comment] = []  # own-line comments waiting for the next line of code
-    frames: list[list[int]] = [[0, 0, 0]]  # per open bracket: [index of opener, content indent, chain indent]
+    frames: list[list[int]] = [[-1, 0, 0]]  # per open bracket: [index of opener, content indent, chain indent]
     line_logical = 0  # the logical indent of the current line (a `| ` line: where its branch starts)
     prev: _Tok | None = None
     ti = 0
@@ -295,17 +294,11 @@ def _layout(items: list[_Tok | _Comment]) -> str:
                     indent = chain_frame[2] + INDENT
                 logical = indent
             # own-line comments before it
-            inner = frames[-1][1] if closer else indent
-            blank = prev is not None and t.newlines > 1
+            inner = frames[-1][1] if closer else indent  # a comment before a closer belongs to what it closes
             for c in pending:
-                lines.append(_Line(inner if prev is not None else 0, [c.text[:0]], c.text,
-                                   blank_before=(c.newlines > 1 and bool(lines))))
-            if pending:
-                blank = t.newlines > 1
-                if prev is None:
-                    for line in lines:
-                        line.indent = 0
+                lines.append(_Line(inner if prev is not None else 0, [""], c.text, blank_before=c.newlines > 1))
             pending.clear()
+            blank = t.newlines > 1  # line breaks since the last comment or token
             if t.text == "|":
                 lines.append(_Line(indent, ["|"], None, blank_before=blank))
                 frames[-1][2] = logical
@@ -328,7 +321,7 @@ def _layout(items: list[_Tok | _Comment]) -> str:
         prev = t
         ti += 1
     for c in pending:
-        lines.append(_Line(0, [], c.text, blank_before=c.newlines > 1 and bool(lines)))
+        lines.append(_Line(0, [""], c.text, blank_before=c.newlines > 1))
     return _render(lines)
 
 
@@ -339,8 +332,7 @@ def _render(lines: list[_Line]) -> str:
         code = "".join(line.parts)
         if line.blank_before:
             prev_code = "".join(out[-1].parts) if out else ""
-            if not out or prev_code.endswith(("{", "(", "<")) and out[-1].comment is None \
-                    or code.startswith(("}", ")", ">")):
+            if not out or prev_code.endswith(("{", "(", "<")) or code.startswith(("}", ")", ">")):
                 line.blank_before = False
         out.append(line)
     # align trailing comments of consecutive lines of code, as long as no line grows past MAX_WIDTH
@@ -385,5 +377,3 @@ def _shape(node):
                                               if "span" not in f.name and f.name != "path")
     return node
 
-
-__all__ += ["NetdslSyntaxError"]
