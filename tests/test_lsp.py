@@ -443,3 +443,14 @@ async def test_saving_an_imported_file_rechecks_the_documents_that_import_it(cli
     found = await diagnostics_where(client, uri, lambda d: len(d) > 0)
     assert "bogus" in found[0].message and "lib.net:2:" in found[0].message
     assert found[0].related_information[0].location.uri == luri
+
+
+async def test_hover_on_a_ref_shows_the_labelled_element_and_its_shape(client: LanguageClient):
+    path = NETWORKS / "googlenet.net"
+    text = path.read_text()
+    uri = open_doc(client, path)
+    got = await client.text_document_hover_async(T.HoverParams(T.TextDocumentIdentifier(uri),
+                                                               pos(text, "@inception4a", 2)))
+    label_line = line_of(text, "inception4a: inception_module(") + 1
+    assert got.contents.value == (f"`@inception4a`: the element labelled `inception4a` (line {label_line}), "
+                                  f"output `512x14x14`")

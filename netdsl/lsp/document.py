@@ -185,16 +185,37 @@ class Analysis:
         call = self._innermost(pos, S.Call, lambda c: c.name_span)
         if call is not None and call.name in self.blocks():
             return self._hover_call(call), span_range(call.name_span)
+        ref = self._innermost(pos, S.Ref)
+        if ref is not None:
+            return self._hover_ref(ref, pos), span_range(ref.span)
         nodes = [(g, n) for g, n in self._nodes() if self._mine(n.span) and contains(n.span, pos)]
         if nodes:
             smallest = min(nodes, key=lambda gn: _size(gn[1].span))[1].span
             nodes = [(g, n) for g, n in nodes if n.span == smallest]
             return self._hover_layer(nodes), span_range(smallest)
-        ref = self._innermost(pos, S.Ref)
-        if ref is not None:
-            target = self.definition(pos)
-            return f"`{ref.path}`" + (" (defined in this file)" if target else ""), span_range(ref.span)
         return None
+
+    def _hover_ref(self, ref: S.Ref, pos: Pos) -> str:
+        """A reference: the element it names and that element's output shape (each instance's)."""
+        label = self._label_for(ref, pos)
+        if label is None:
+            return f"`@{ref.path.lstrip('@')}`"
+        element = next((o for o in self.objects() if isinstance(o, S.Element) and o.label is label), None)
+        last: dict[tuple, Node] = {}
+        if element is not None:
+            lo, hi = span_range(element.span)
+            for g, n in self._nodes():
+                starts = [(span_range(n.span)[0], n.trace)] if self._mine(n.span) else []
+                for k, note in enumerate(n.trace):  # made by a block called inside the element
+                    m = _CALLED_FROM.search(note)
+                    if m and _same_file(m.group(1), self.path):
+                        starts.append(((int(m.group(2)) - 1, int(m.group(3)) - 1), n.trace[k + 1:]))
+                for start, instance in starts:
+                    if lo <= start < hi:
+                        last[(g.name, *instance)] = n
+        shapes = " | ".join(dict.fromkeys(fmt_shape(n.shape) for n in last.values()))
+        return f"`@{ref.path.lstrip('@')}`: the element labelled `{_label_text(label)}` (line {label.span.line})" + \
+            (f", output `{shapes}`" if shapes else "")
 
     def _hover_layer(self, nodes: list[tuple[Graph, Node]]) -> str:
         g, node = nodes[0]
