@@ -236,17 +236,23 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     write_with(path, lambda f: f.write(data))
 
 
-def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Atomically write ``path`` by calling ``write(file)``; OS failures become :class:`OutputError`."""
+@contextlib.contextmanager
+def write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """OS failures of writing ``path`` as :class:`OutputError` (a folder, a full disk, no permission)."""
     try:
-        with atomic_open(path) as f:
-            write(f)
+        yield
     except OutputError:
         raise
     except IsADirectoryError:
         raise OutputError(f"{path}: is a directory") from None
     except OSError as e:
         raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
+def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Atomically write ``path`` by calling ``write(file)``; OS failures become :class:`OutputError`."""
+    with write_errors(path), atomic_open(path) as f:
+        write(f)
 
 
 # ----------------------------------------------------------------------------- ONNX models
@@ -361,39 +367,34 @@ def _save_external(model, path: Path, proto: bool) -> list[str]:
     directory = target.parent
     data = model_file = None
     try:
-        sweep_temporaries(directory)
-        data = _Temporary(directory, target.name + ".data", st)
-        hashing = _Hashing(data.file)
-        pending = target.name + ".pending.data"
-        if proto:
-            import onnx
+        with write_errors(path):
+            sweep_temporaries(directory)
+            data = _Temporary(directory, target.name + ".data", st)
+            hashing = _Hashing(data.file)
+            pending = target.name + ".pending.data"
+            if proto:
+                import onnx
 
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)  # the caller's model keeps its in-memory weights
-            tensors = list(_externalized(copy.graph.initializer, hashing, pending))
-            del copy.graph.initializer[:]
-            copy.graph.initializer.extend(tensors)
-            with_references = copy
-        else:
-            with_references = model.assemble(_externalized(model.tensors(), hashing, pending))
-        location = f"{target.name}.{hashing.digest.hexdigest()[:16]}.data"
-        for tensor in with_references.graph.initializer:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = location
-        model_file = _Temporary(directory, target.name, st)
-        model_file.file.write(with_references.SerializeToString())
-        with _directory_lock(directory):
-            data.commit(directory / location)  # a new name: the model now at the path does not read it
-            model_file.commit(target)
-            _remove_data_files(target, keep=location)
-        return [str(path.parent / location), str(path)]
-    except OutputError:
-        raise
-    except IsADirectoryError:
-        raise OutputError(f"{path}: is a directory") from None
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
+                copy = onnx.ModelProto()
+                copy.CopyFrom(model)  # the caller's model keeps its in-memory weights
+                tensors = list(_externalized(copy.graph.initializer, hashing, pending))
+                del copy.graph.initializer[:]
+                copy.graph.initializer.extend(tensors)
+                with_references = copy
+            else:
+                with_references = model.assemble(_externalized(model.tensors(), hashing, pending))
+            location = f"{target.name}.{hashing.digest.hexdigest()[:16]}.data"
+            for tensor in with_references.graph.initializer:
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = location
+            model_file = _Temporary(directory, target.name, st)
+            model_file.file.write(with_references.SerializeToString())
+            with _directory_lock(directory):
+                data.commit(directory / location)  # a new name: the model now at the path does not read it
+                model_file.commit(target)
+                _remove_data_files(target, keep=location)
+            return [str(path.parent / location), str(path)]
     finally:
         for tmp in (data, model_file):
             if tmp is not None:

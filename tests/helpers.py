@@ -41,6 +41,18 @@ def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 
 
+# a small network with every kind of weight a checkpoint holds (conv, fc), for file-level tests
+SMALL = dedent("""
+    network small {
+        input image: 3x8x8
+        conv: conv 8 3x3 pad 1 -> relu
+        pool: maxpool 2x2 /2 -> flatten
+        fc: fc 10
+        output logits
+    }
+""")
+
+
 def ort_session(model: onnx.ModelProto):
     import onnxruntime as ort
 

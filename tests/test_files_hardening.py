@@ -22,21 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, dedent
+from helpers import REPO, SMALL
 
 import netdsl
 from netdsl.errors import UsageError
 from netdsl.files import TEMPORARY, OutputError, refuse_overwrite, save_model, sweep_temporaries, write_bytes
 
-SMALL = dedent("""
-    network small {
-        input image: 3x8x8
-        conv: conv 8 3x3 pad 1 -> relu
-        pool: maxpool 2x2 /2 -> flatten
-        fc: fc 10
-        output logits
-    }
-""")
 DEAD_PID = 4194305  # above Linux's largest pid_max (2**22): never a live process
 
 

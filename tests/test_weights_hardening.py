@@ -21,21 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, dedent
+from helpers import REPO, SMALL
 
 import netdsl
 from netdsl.checkpoint import load_weights, read_checkpoint, read_headers, write_checkpoint
 from netdsl.errors import WeightsError
 
-SMALL = dedent("""
-    network small {
-        input image: 3x8x8
-        conv: conv 8 3x3 pad 1 -> relu
-        pool: maxpool 2x2 /2 -> flatten
-        fc: fc 10
-        output logits
-    }
-""")
 ADDRESS_SPACE = 1 << 30  # netdsl compile with a small network needs well under 600 MB of address space
 
 

@@ -22,17 +22,10 @@ from pathlib import Path
 from lsprotocol import types as T
 from pygls.lsp.client import LanguageClient
 
+from netdsl.machine import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 async def bench(path: Path, edits: int) -> tuple[list[float], list[float]]:

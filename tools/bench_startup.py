@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -32,19 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from netdsl.machine import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("numpy", "ml_dtypes", "onnx", "onnxruntime", "rich", "lark", "safetensors")
 VERSIONS = ("netdsl", "onnx", "ml_dtypes", "numpy", "onnxruntime")
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def netdsl_command() -> list[str]:
