@@ -7,9 +7,12 @@ file plus a ``.json`` record of its key material, size and sha256; a per-key loc
 process wait for the first instead of doing the same work twice.
 
 Nothing found in the folder is trusted: an entry is used only when its record matches what is asked for
-and its data matches the record's size and sha256. Anything else at an entry's paths (damaged or foreign
-files, FIFOs, folders, symlinks) is removed, or bypassed when it cannot be, with a warning, and the entry
-is rebuilt. Files are replaced atomically. A folder that cannot be written still serves what it holds.
+and its data matches the record's size and sha256. The record also keeps the data file's fingerprint
+(device, inode, size, modification and change times) from when it was written or last hashed; data read
+from a file with that same fingerprint is not hashed again, since writing a file changes its change time.
+Anything else at an entry's paths (damaged or foreign files, FIFOs, folders, symlinks) is removed, or
+bypassed when it cannot be, with a warning, and the entry is rebuilt. Files are replaced atomically. A
+folder that cannot be written still serves what it holds.
 
 Housekeeping: using an entry refreshes its record's modification time; after each store the least
 recently used entries of both kinds are removed until the folder holds at most ``$NETDSL_CACHE_MAX``
@@ -90,6 +93,22 @@ def read_regular(path: Path, max_size: int, expect_size: int | None = None) -> b
     (against ``max_size`` and ``expect_size``) before reading anything: a sparse multi-gigabyte
     file costs nothing. Raises OddEntry for anything else at ``path``, OSError when unreadable.
     """
+    found = read_regular_stat(path, max_size, expect_size)
+    return None if found is None else found[0]
+
+
+def fingerprint(st: os.stat_result) -> list[int]:
+    """What identifies one version of a file: device, inode, size, modification and change times (ns).
+
+    Writing a file's content changes its change time (ctime), which no unprivileged process can set back,
+    and an atomic replacement is a new inode: a file whose fingerprint equals the one recorded when it was
+    written (or last hashed) still holds the bytes it held then."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def read_regular_stat(path: Path, max_size: int, expect_size: int | None = None) \
+        -> tuple[bytes, os.stat_result] | None:
+    """:func:`read_regular`, with the ``fstat`` of the descriptor the bytes were read from."""
     try:
         fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
     except FileNotFoundError:
@@ -117,7 +136,10 @@ def read_regular(path: Path, max_size: int, expect_size: int | None = None) -> b
         data = b"".join(chunks)
         if len(data) != st.st_size:
             raise OddEntry("changed while it was read")
-        return data
+        after = os.fstat(fd)
+        if fingerprint(after) != fingerprint(st):
+            raise OddEntry("changed while it was read")
+        return data, st
     finally:
         os.close(fd)
 
@@ -247,7 +269,7 @@ class CacheStore:
                     self.discard(key, f"was recorded for another {self.label} (its `{field}` differs)")
                     return None
             try:
-                data = read_regular(data_path, max(record["size"], 0), expect_size=record["size"])
+                found = read_regular_stat(data_path, max(record["size"], 0), expect_size=record["size"])
             except OddEntry as e:
                 self.discard(key, f"has a {self.suffix} file that {e}")
                 return None
@@ -258,15 +280,29 @@ class CacheStore:
             self.warn(f"cannot read the {self.label} cache entry {plain(data_path)} ({plain(e.strerror or e)}); "
                       "rebuilding")
             return None
-        if data is None:
+        if found is None:
             self.discard(key, f"has a record but no {self.suffix} file")
             return None
-        if hashlib.sha256(data).hexdigest() != record["sha256"]:
-            self.discard(key, f"has a {self.suffix} file whose sha256 differs from its record")
-            return None
+        data, st = found
+        if record.get("stat") != fingerprint(st):  # written or changed since it was last hashed
+            if hashlib.sha256(data).hexdigest() != record["sha256"]:
+                self.discard(key, f"has a {self.suffix} file whose sha256 differs from its record")
+                return None
+            record = {**record, "stat": fingerprint(st)}
+            self._write_record(meta, record)  # hashed now: the next use need not hash it again
         with contextlib.suppress(OSError):
             os.utime(meta)  # last used: what housekeeping evicts by
         return data, record
+
+    def _write_record(self, meta: Path, record: dict) -> bool:
+        try:
+            if not self._clear(meta):
+                return False
+            with atomic_open(meta, "w") as f:
+                json.dump(record, f, indent=1, sort_keys=True)
+        except (OSError, NetdslError):
+            return False  # a read-only folder: the entry is hashed again on its next use
+        return True
 
     def store(self, key: str, data: bytes, info: dict) -> bool:
         """Cache ``data`` with its record; False (after a warning) when the folder cannot be written."""
@@ -278,6 +314,7 @@ class CacheStore:
                 return False  # something that cannot be removed sits there (reported)
             with atomic_open(data_path) as f:
                 f.write(data)
+            record["stat"] = fingerprint(os.lstat(data_path))
             with atomic_open(meta, "w") as f:
                 json.dump(record, f, indent=1, sort_keys=True)
         except (OSError, NetdslError) as e:

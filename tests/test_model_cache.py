@@ -276,3 +276,51 @@ def test_a_cached_model_reaches_the_runtime_without_onnx_or_the_parser(program):
     assert first.stderr.splitlines()[-1] == '[0, ["lark", "ml_dtypes", "netdsl.network", "onnx"]]'
     assert second.stderr.splitlines()[-1] == "[0, []]"
     assert second.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]  # the first line times the engine
+
+
+def _hashed_sizes(monkeypatch) -> list[int]:
+    """The sizes of the buffers netdsl.cache hashes from now on."""
+    import hashlib
+
+    sizes, real = [], hashlib.sha256
+
+    def sha256(data=b"", *args, **kwargs):
+        sizes.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(cache.hashlib, "sha256", sha256)
+    return sizes
+
+
+def test_an_unchanged_entry_is_used_without_hashing_it_again(program, monkeypatch):
+    assert netdsl_main("run", program)[0] == 0
+    [entry] = model_files()
+    sizes = _hashed_sizes(monkeypatch)
+    rc, _, err = netdsl_main("run", program)
+    assert rc == 0 and "warning" not in err
+    assert entry.stat().st_size not in sizes  # the model file's fingerprint vouched for its bytes
+
+
+def test_a_rewritten_entry_is_hashed_even_with_its_times_put_back(program, monkeypatch):
+    """Same size, same modification time: the change time and inode still tell, and the sha256 decides."""
+    assert netdsl_main("run", program)[0] == 0
+    [entry] = model_files()
+    good, st = entry.read_bytes(), entry.stat()
+    entry.write_bytes(bytes(b ^ 0x5A for b in good))
+    os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rc, _, err = netdsl_main("run", program)
+    assert rc == 0 and "sha256 differs" in err
+    assert entry.read_bytes() == good
+
+
+def test_an_entry_touched_but_not_changed_is_hashed_once(program, monkeypatch):
+    assert netdsl_main("run", program)[0] == 0
+    [entry] = model_files()
+    entry.write_bytes(entry.read_bytes())  # same bytes, a new change time
+    sizes = _hashed_sizes(monkeypatch)
+    assert netdsl_main("run", program)[0] == 0
+    assert sizes.count(entry.stat().st_size) == 1  # hashed, found good, fingerprint recorded again
+    sizes.clear()
+    rc, _, err = netdsl_main("run", program)
+    assert rc == 0 and "warning" not in err
+    assert entry.stat().st_size not in sizes
