@@ -3,7 +3,7 @@
 This package holds the entry point (:func:`main`, :func:`entry`), the exit codes and the command
 registry; :mod:`netdsl.cli.common` the options, loading and compile sequence every command shares; and
 one module per command family (``compile``: check/summary/compile, ``run``, ``weights``, ``compare``,
-``build``, ``bench``, ``doctor``, ``cache``). Library code never imports from here.
+``build``, ``bench``, ``doctor``, ``cache``, ``export``...). Library code never imports from here.
 
 Exit codes: 0 success, 1 the input has errors (diagnostics on stderr), 2 command-line usage error,
 130 interrupted. No input, however malformed, produces a Python traceback (set NETDSL_DEBUG=1 to
@@ -27,7 +27,7 @@ from .common import print_diagnostics
 # to declare their options, and import their heavy dependencies lazily when run.
 COMMAND_MODULES = ("netdsl.cli.compile", "netdsl.cli.run", "netdsl.cli.weights", "netdsl.cli.compare",
                    "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor", "netdsl.cli.view",
-                   "netdsl.cli.cache", "netdsl.cli.fmt", "netdsl.cli.lsp")
+                   "netdsl.cli.cache", "netdsl.cli.fmt", "netdsl.cli.lsp", "netdsl.cli.export")
 FAST_COMMANDS = ("check", "summary", "compile")  # registered by COMMAND_MODULES[0] alone
 # the module that registers each command: a command given by name loads its own module only
 MODULE_OF = {**dict.fromkeys(FAST_COMMANDS, COMMAND_MODULES[0]),
