@@ -2,25 +2,17 @@
 normalisation, with PyTorch's weights and defaults. (Batch normalisation, which uses running statistics
 at inference, is in :mod:`netdsl.ops.layers`.)
 
-Each lowers to the ONNX operator of its meaning where the opset has one with PyTorch's semantics, and to
-a decomposition below it; the shared pieces of those decompositions are the helpers at the top.
+Each lowers to the ONNX operator of its meaning where the opset has one with PyTorch's semantics, and below
+it to ``InstanceNormalization`` (ONNX's oldest normalisation, whose statistics stay inside one op) on a
+reshaped tensor, then a per-channel scale and shift; the helpers at the top are those pieces.
 """
 
 from __future__ import annotations
 
-from .base import LayerNode, Lowering, Op, OpError, Option, Shape, WeightSpec, _need_rank, fmt_shape
+from .base import LayerNode, Lowering, Op, OpError, Option, WeightSpec, _need_rank, fmt_shape
 
 LAYERNORM_OPSET = 17  # LayerNormalization
 GROUPNORM_OPSET = 21  # GroupNormalization with one scale and bias per channel (opset 18's were per group)
-
-
-def reduce_mean(b: Lowering, node: LayerNode, x: str, axis: int, suffix: str, shape: Shape) -> str:
-    """The mean of ``x`` over one axis of the batched tensor, the axis kept (``ReduceMean``'s axes became
-    an input at opset 18)."""
-    out = b.tmp(node, suffix, shape)
-    if b.opset >= 18:
-        return b.emit("ReduceMean", [x, b.const(f"axes{axis}", [axis], "int64")], out=out, keepdims=1)
-    return b.emit("ReduceMean", [x], out=out, axes=[axis], keepdims=1)
 
 
 def per_channel(b: Lowering, node: LayerNode, name: str) -> str:
@@ -30,25 +22,28 @@ def per_channel(b: Lowering, node: LayerNode, name: str) -> str:
                   out=f"{node.name}/{name}_c11")
 
 
-def affine(b: Lowering, node: LayerNode, y: str, broadcast: bool) -> None:
-    """The layer's output ``y * weight + bias``, per channel (``broadcast``: as C x 1 x 1 over CxHxW)."""
-    w = per_channel(b, node, "weight") if broadcast else b.weight(node, "weight")
-    bias = per_channel(b, node, "bias") if broadcast else b.weight(node, "bias")
+def affine(b: Lowering, node: LayerNode, y: str) -> None:
+    """The layer's output ``y * weight + bias``, per channel (as C x 1 x 1 over a CxHxW tensor)."""
+    spatial = len(node.shape) == 3
+    w = per_channel(b, node, "weight") if spatial else b.weight(node, "weight")
+    bias = per_channel(b, node, "bias") if spatial else b.weight(node, "bias")
     scaled = b.emit("Mul", [y, w], out=b.tmp(node, "scaled"))
     b.emit("Add", [scaled, bias])
 
 
-def normalized(b: Lowering, node: LayerNode, x: str, axis: int, eps: float) -> str:
-    """``(x - mean) / sqrt(var + eps)`` over one axis (biased variance, as PyTorch normalises)."""
-    shape = node.in_shapes[0]
-    reduced = tuple(1 if i == axis - 1 else d for i, d in enumerate(shape)) if axis > 0 else (*shape[:-1], 1)
-    mean = reduce_mean(b, node, x, axis, "mean", reduced)
-    d = b.emit("Sub", [x, mean], out=b.tmp(node, "centred"))
-    sq = b.emit("Mul", [d, d], out=b.tmp(node, "squared"))
-    var = reduce_mean(b, node, sq, axis, "variance", reduced)
-    ve = b.emit("Add", [var, b.const(f"{node.name}.eps", eps, "float32")], out=b.tmp(node, "variance_eps", reduced))
-    std = b.emit("Sqrt", [ve], out=b.tmp(node, "std", reduced))
-    return b.emit("Div", [d, std], out=b.tmp(node, "normalized"))
+def instance_norm(b: Lowering, node: LayerNode, x: str, groups: int, size: int, eps: float) -> str:
+    """``x`` (a [N, groups, size] tensor) normalised over its last axis, per batch item and group: an
+    ``InstanceNormalization`` with unit scale and zero bias (its statistics stay inside one op, which the
+    fp16 pass keeps in fp32: :data:`netdsl.precision.FP32_OPS`)."""
+    return b.emit("InstanceNormalization", [x, b.const(f"ones{groups}", [1.0] * groups, "float32"),
+                                            b.const(f"zeros{groups}", [0.0] * groups, "float32")],
+                  epsilon=eps, out=b.tmp(node, "normalized_groups", (groups, size)))
+
+
+def _reshape(b: Lowering, node: LayerNode, x: str, shape: tuple[int, ...], suffix: str) -> str:
+    """``x`` reshaped to ``shape`` (batch excluded; the batch dimension is copied)."""
+    key = "shape.0." + ".".join(map(str, shape))
+    return b.emit("Reshape", [x, b.const(key, [0, *shape], "int64")], out=b.tmp(node, suffix, shape))
 
 
 class LayerNorm(Op):
@@ -59,7 +54,7 @@ class LayerNorm(Op):
     name = "layernorm"
     summary = ("layer normalisation over the channels at each position (CxHxW, ConvNeXt's LayerNorm2d) or over "
                "the features of a flat input: layernorm [eps E]")
-    onnx_ops = ("LayerNormalization", "Transpose", "ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div", "Unsqueeze")
+    onnx_ops = ("LayerNormalization", "Transpose", "Reshape", "InstanceNormalization", "Mul", "Add", "Unsqueeze")
     options = (Option("eps", "float", 1e-5),)
 
     def validate(self, a):
@@ -85,16 +80,26 @@ class LayerNorm(Op):
             if not spatial:
                 b.emit("LayerNormalization", [x, w, bias], axis=-1, epsilon=a.eps)
                 return
-            # Channels-last, LayerNormalization over the last axis, back: ONNX Runtime ran this 1.6x as fast
-            # as the decomposition over axis 1 (tools/bench_lowering_choices.py; docs/language.md).
+                # Channels-last, LayerNormalization over the last axis, back: ONNX Runtime ran this faster than
+            # a decomposition over axis 1 (tools/bench_lowering_choices.py; figures in docs/language.md).
             c, h, wd = node.in_shapes[0]
             t = b.emit("Transpose", [x], perm=[0, 2, 3, 1], out=b.tmp(node, "channels_last", (h, wd, c)))
             n = b.emit("LayerNormalization", [t, w, bias], axis=-1, epsilon=a.eps,
                        out=b.tmp(node, "normalized_last", (h, wd, c)))
             b.emit("Transpose", [n], perm=[0, 3, 1, 2])
             return
-        y = normalized(b, node, x, 1 if spatial else -1, a.eps)
-        affine(b, node, y, spatial)
+        # Below opset 17: the positions as instances of InstanceNormalization, normalised over C.
+        if not spatial:
+            (c,) = node.in_shapes[0]
+            n = instance_norm(b, node, _reshape(b, node, x, (1, c), "instance"), 1, c, a.eps)
+            affine(b, node, _reshape(b, node, n, (c,), "normalized"))
+            return
+        c, h, wd = node.in_shapes[0]
+        flat = _reshape(b, node, x, (c, h * wd), "flat")
+        t = b.emit("Transpose", [flat], perm=[0, 2, 1], out=b.tmp(node, "positions", (h * wd, c)))
+        n = instance_norm(b, node, t, h * wd, c, a.eps)
+        back = b.emit("Transpose", [n], perm=[0, 2, 1], out=b.tmp(node, "normalized_flat", (c, h * wd)))
+        affine(b, node, _reshape(b, node, back, (c, h, wd), "normalized"))
 
 
 class GroupNorm(Op):
@@ -134,14 +139,8 @@ class GroupNorm(Op):
         # of a [N, G, C/G*H*W] tensor, then scale and shift per channel.
         c, h, w = node.in_shapes[0]
         g = a.groups
-        grouped = b.emit("Reshape", [x, b.const(f"shape.0.{g}.-1", [0, g, -1], "int64")],
-                         out=b.tmp(node, "grouped", (g, c // g * h * w)))
-        n = b.emit("InstanceNormalization", [grouped, b.const(f"ones{g}", [1.0] * g, "float32"),
-                                             b.const(f"zeros{g}", [0.0] * g, "float32")],
-                   epsilon=a.eps, out=b.tmp(node, "normalized_groups", (g, c // g * h * w)))
-        back = b.emit("Reshape", [n, b.const(f"shape.0.{c}.{h}.{w}", [0, c, h, w], "int64")],
-                      out=b.tmp(node, "normalized"))
-        affine(b, node, back, True)
+        n = instance_norm(b, node, _reshape(b, node, x, (g, c // g * h * w), "grouped"), g, c // g * h * w, a.eps)
+        affine(b, node, _reshape(b, node, n, (c, h, w), "normalized"))
 
 
 class InstanceNorm(Op):
