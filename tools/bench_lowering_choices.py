@@ -1,10 +1,12 @@
 """Time the candidate ONNX lowerings of two ops on ONNX Runtime (CPU), to choose between them.
 
 * ``fc K per_position`` (ConvNeXt's Linear on channels-last), 96 -> 384 channels at 56x56: a 1x1 ``Conv`` with
-  the weight reshaped, against ``Transpose`` -> ``MatMul`` (+ ``Add``) -> ``Transpose``.
+  the weight reshaped (stored so, or an ``Unsqueeze`` of the K x C weight as netdsl emits it), against
+  ``Transpose`` -> ``MatMul`` (+ ``Add``) -> ``Transpose``.
 * ``layernorm`` over the channels of a 96x56x56 tensor (ConvNeXt's LayerNorm2d): ``Transpose`` ->
   ``LayerNormalization`` -> ``Transpose``, against a decomposition over axis 1 (``ReduceMean``, ``Sub``,
-  ``Mul``, ``ReduceMean``, ``Add``, ``Sqrt``, ``Div``, ``Mul``, ``Add``).
+  ``Mul``, ``ReduceMean``, ``Add``, ``Sqrt``, ``Div``, ``Mul``, ``Add``), and the lowering below opset 17
+  (positions as instances of ``InstanceNormalization``).
 
 Usage: ``python tools/bench_lowering_choices.py [--batch 1] [--threads 1] [--repeat 30]``. Prints the median and
 best time of each variant, the variants interleaved so that a busy machine disturbs both alike.
@@ -44,7 +46,10 @@ def per_position(c: int, k: int, hw: int, rng) -> dict[str, onnx.ModelProto]:
                      helper.make_node("Add", ["m", "b"], ["a"]),
                      helper.make_node("Transpose", ["a"], ["y"], perm=[0, 3, 1, 2])],
                     {"wt": np.ascontiguousarray(w.T), "b": b}, x, y)
-    return {"conv1x1": conv, "transpose+matmul": matmul}
+    unsqueezed = _model([helper.make_node("Unsqueeze", ["w", "axes"], ["w4"]),
+                         helper.make_node("Conv", ["x", "w4", "b"], ["y"], kernel_shape=[1, 1])],
+                        {"w": w, "axes": np.array([2, 3], np.int64), "b": b}, x, y)
+    return {"conv1x1": conv, "conv1x1, Unsqueeze of KxC": unsqueezed, "transpose+matmul": matmul}
 
 
 def layernorm(c: int, hw: int, rng) -> dict[str, onnx.ModelProto]:
@@ -64,7 +69,17 @@ def layernorm(c: int, hw: int, rng) -> dict[str, onnx.ModelProto]:
                   helper.make_node("Mul", ["n", "w3"], ["s"]),
                   helper.make_node("Add", ["s", "b3"], ["y"])],
                  {"eps": np.float32(1e-6), "w3": w.reshape(c, 1, 1), "b3": b.reshape(c, 1, 1)}, shape, shape)
-    return {"transpose+LayerNormalization": ln, "decomposed": dec}
+    inorm = _model([helper.make_node("Reshape", ["x", "flat"], ["f"]),
+                    helper.make_node("Transpose", ["f"], ["t"], perm=[0, 2, 1]),
+                    helper.make_node("InstanceNormalization", ["t", "ones", "zeros"], ["n"], epsilon=1e-6),
+                    helper.make_node("Transpose", ["n"], ["tb"], perm=[0, 2, 1]),
+                    helper.make_node("Reshape", ["tb", "back"], ["r"]),
+                    helper.make_node("Mul", ["r", "w3"], ["s"]),
+                    helper.make_node("Add", ["s", "b3"], ["y"])],
+                   {"flat": np.array([0, c, hw * hw], np.int64), "back": np.array([0, c, hw, hw], np.int64),
+                    "ones": np.ones(hw * hw, np.float32), "zeros": np.zeros(hw * hw, np.float32),
+                    "w3": w.reshape(c, 1, 1), "b3": b.reshape(c, 1, 1)}, shape, shape)
+    return {"transpose+LayerNormalization": ln, "decomposed": dec, "InstanceNormalization (opset < 17)": inorm}
 
 
 def bench(models: dict[str, onnx.ModelProto], feed: np.ndarray, threads: int, repeat: int) -> None:
@@ -84,7 +99,7 @@ def bench(models: dict[str, onnx.ModelProto], feed: np.ndarray, threads: int, re
             s.run(None, {"x": feed})
             times[k].append(time.perf_counter() - t)
     for k, ts in times.items():
-        print(f"  {k:32s} median {statistics.median(ts) * 1e3:8.2f} ms   best {min(ts) * 1e3:8.2f} ms")
+        print(f"  {k:36s} median {statistics.median(ts) * 1e3:8.2f} ms   best {min(ts) * 1e3:8.2f} ms")
 
 
 def main() -> None:
