@@ -179,7 +179,8 @@ def test_weights_list_shows_the_unsuffixed_name(tmp_path):
     ("groupnorm 4", "16", "groupnorm expects a CxHxW input, got 16"),
     ("instancenorm", "16", "instancenorm expects a CxHxW input, got 16"),
     ("instancenorm", "16x1x1", "instancenorm needs more than one position per channel, got 16x1x1"),
-    ("fc 10", "16x5x7", "fc expects a flat input, got 16x5x7; add `flatten` before it, or write `fc K per_position`"),
+    ("fc 10", "16x5x7", "fc expects a flat input, got 16x5x7; add `flatten` before it, or `per_position` to apply "
+                        "it at every position"),
     ("fc 10 per_position", "16", "fc per_position expects a CxHxW input, got 16"),
     ("layernorm eps", "16x5x7", "`eps` needs a value"),
     ("layer_scale init", "16x5x7", "`init` needs a value"),

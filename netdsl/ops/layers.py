@@ -37,8 +37,7 @@ class Fc(Op):
         if a.per_position:
             _need_rank("fc per_position", x, 3, "on a flat input write `fc K` without `per_position`")
             return (a.out, *x[1:]), a.with_(in_features=x[0])
-        _need_rank("fc", x, 1, "add `flatten` before it, or write `fc K per_position` to apply it at every "
-                               "position")
+        _need_rank("fc", x, 1, "add `flatten` before it, or `per_position` to apply it at every position")
         return (a.out,), a.with_(in_features=x[0])
 
     def weights(self, a, inputs):
