@@ -153,7 +153,8 @@ class Lowering(Protocol):
         """The ONNX tensor name of the node's ``i``-th input."""
 
     def weight(self, node: LayerNode, suffix: str) -> str:
-        """The initializer of the node's weight ``suffix`` (``weight``, ``bias``, ...)."""
+        """The initializer of the node's weight ``suffix`` (``weight``, ``bias``, ...; ``""``: the weight named
+        by the layer's path itself, see :func:`weight_name`)."""
 
     def const(self, key: str, value, dtype: str | None = None) -> str:
         """A shared constant initializer."""
