@@ -20,6 +20,7 @@ pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritoncl
 from google.protobuf import text_format  # noqa: E402 - after the skip: tritonclient brings protobuf
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 
+
 def parse(folder: Path) -> model_config_pb2.ModelConfig:
     config = model_config_pb2.ModelConfig()
     text_format.Parse((folder / "config.pbtxt").read_text(), config)
