@@ -630,6 +630,62 @@ def _bare_comparison(path: str, text: str, span: Span, exc: UnexpectedToken) -> 
     return msg, Span(path, span.line, cond_start + 1, span.line, cond_start + 1 + len(rest))
 
 
+_STATEMENT_WORDS = ("input", "output", "import", "block", "network")
+_SEGMENT_START = re.compile(r"(?:->|[|<({]|^)\s*(?:(?:[A-Za-z_]\w*|\"[^\"\n]*\")\s*:\s*)?(?=[A-Za-z_])")
+
+
+def _layer_segment(text: str, span: Span) -> tuple[int, str] | None:
+    """Where the layer that the error's token is an argument of starts on its line (a 0-based column), and its
+    text up to the next `->`, `|`, `>` or the end of the line; None when the token is not after a layer's name."""
+    lines = text.splitlines()
+    if not 0 < span.line <= len(lines):
+        return None
+    line = lines[span.line - 1]
+    before = line[:span.column - 1]
+    starts = [m.end() for m in _SEGMENT_START.finditer(before)]
+    if not starts:
+        return None
+    start = starts[-1]
+    word = re.match(r"[A-Za-z_]\w*", before[start:])
+    if word is None or word[0] in _STATEMENT_WORDS or not before[start + word.end():].startswith(" "):
+        return None
+    rest = re.split(r"->|\||(?<!-)>|#", line[span.column - 1:], maxsplit=1)[0]
+    return start, (before[start:] + rest).rstrip()
+
+
+def _habit(path: str, text: str, span: Span, tok: Token) -> tuple[str, Span] | None:
+    """A targeted message for a habit of other frameworks in a layer's arguments, or None: ``pad=1`` (options
+    are written ``pad 1``), ``conv 64, 3x3`` (arguments are separated by spaces) and ``concat @a @b`` (tensors
+    are passed in parentheses, ``concat(@a, @b)``)."""
+    found = _layer_segment(text, span)
+    if found is None:
+        return None
+    start, segment = found
+    op = re.match(r"[A-Za-z_]\w*", segment)[0]
+    line = text.splitlines()[span.line - 1]
+    if tok.type == "EQUAL":
+        name = re.search(r"([A-Za-z_]\w*)\s*$", line[:span.column - 1])
+        value = re.match(r"\s*([^\s,)>|#]+)", line[span.column:])
+        if name is None or value is None or name.start(1) <= start + len(op):
+            return None
+        word, v = name[1], value[1]
+        written = line[name.start(1):span.column + value.end()]
+        where = span.at(span.line, name.start(1) + 1, span.line, span.column + value.end())
+        if word in ("kernel", "kernel_size"):
+            return (f"`{written}`: a layer's arguments are written without `=`, and the kernel size without a "
+                    f"name: `{segment.replace(written, v)}`", where)
+        also = f" (or `/{v}`)" if word == "stride" else ""
+        return f"`{written}`: options are written without `=`, as `{word} {v}`{also}", where
+    if tok.type == "COMMA":
+        fixed = re.sub(r"\s*,\s*", " ", segment)
+        return f"a layer's arguments are separated by spaces, not commas: `{fixed}`", span
+    if tok.type == "REF":
+        refs = re.findall(r"@[A-Za-z_][\w.]*", segment)
+        return (f"a layer's arguments cannot be tensors; a merge takes them in parentheses: "
+                f"`{op}({', '.join(refs)})`", span)
+    return None
+
+
 _INPUT_LINE = re.compile(r"(\s*input\s+[A-Za-z_]\w*\s*:\s*)([^\s=]+)")
 
 
@@ -674,11 +730,15 @@ def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxErr
         notes = _unclosed_note(path, exc)
         bare = _bare_comparison(path, text, span, exc)
         glued = _glued_input_size(path, text, span.line)
+        habit = _habit(path, text, span, tok) if bare is None and glued is None else None
         if bare is not None:
             msg, span = bare
             notes = ()
         elif glued is not None:
             msg, span = glued
+            notes = ()
+        elif habit is not None:
+            msg, span = habit
             notes = ()
         elif tok.type == "X":
             msg += " (`x` is the repetition keyword and cannot be a name; sizes are written without spaces: 3x3)"

@@ -83,7 +83,8 @@ def test_an_alias_shows_its_op():
     ("Conv2d", "; did you mean `conv`?"),
     ("max_pool2d", "; did you mean `maxpool`?"),
     ("cat", "; did you mean `concat`?"),
-    ("reluu", "; did you mean `relu` or `relu6`?"),
+    ("reluu", "; did you mean `relu`?"),
+    ("interpolate", "; did you mean `upsample`?"),
     ("zzz", " (`netdsl ops` lists every op)"),
 ])
 def test_an_unknown_name_is_one_line_with_a_suggestion(name, hint):

@@ -70,7 +70,7 @@ def suggestions(name: str, known: Iterable[str]) -> list[str]:
         out.append(by_key[key])
     out += [s for s in SYNONYMS.get(key, ()) if s in known and s != name]
     if not out:  # by spelling only when nothing is known by meaning: `deconv` is not a misspelt `conv`
-        out += difflib.get_close_matches(name, known, n=3, cutoff=0.7)
+        out += difflib.get_close_matches(name, known, n=1, cutoff=0.7)
     return list(dict.fromkeys(out))[:3]
 
 
