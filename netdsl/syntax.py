@@ -681,8 +681,9 @@ def _habit(path: str, text: str, span: Span, tok: Token) -> tuple[str, Span] | N
         return f"a layer's arguments are separated by spaces, not commas: `{fixed}`", span
     if tok.type == "REF":
         refs = re.findall(r"@[A-Za-z_][\w.]*", segment)
-        return (f"a layer's arguments cannot be tensors; a merge takes them in parentheses: "
-                f"`{op}({', '.join(refs)})`", span)
+        if re.fullmatch(r"[A-Za-z_]\w*(\s+@[A-Za-z_][\w.]*)+", segment):  # `concat @a @b`: what a merge is told
+            return (f"`{op}` takes tensors in parentheses: write `{op}({', '.join(refs)})`",
+                    span.at(span.line, start + 1, span.line, start + 1 + len(op)))
     return None
 
 

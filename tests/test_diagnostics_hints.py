@@ -65,14 +65,25 @@ def test_warnings_come_with_the_errors_they_explain():
                                "without a name: `conv 16 3 pad 1`"),
     ("c1: conv 64, 3x3, pad 1 -> relu", "a layer's arguments are separated by spaces, not commas: "
                                         "`conv 64 3x3 pad 1`"),
-    ("concat @image @image", "a layer's arguments cannot be tensors; a merge takes them in parentheses: "
-                             "`concat(@image, @image)`"),
+    ("concat @image @image", "`concat` takes tensors in parentheses: write `concat(@image, @image)`"),
 ])
 def test_a_habit_gets_a_targeted_message(line, message):
     with pytest.raises(NetdslSyntaxError) as err:
         netdsl.load(f"network t {{\n    input image: 3x8x8\n    {line}\n}}\n")
     (d,) = err.value.diagnostics
     assert d.message == message and d.span.line == 3
+
+
+def test_a_merge_written_as_a_layer_is_told_the_same_by_the_parser_and_the_checker():
+    """`concat @a @b` is a syntax error while a layer takes no tensor argument, and an unknown layer once one
+    does: the message and its place are the same either way."""
+    with pytest.raises(NetdslSyntaxError) as err:
+        netdsl.load("network t {\n    input image: 3x8x8\n    concat @image @image\n}\n")
+    (d,) = err.value.diagnostics
+    assert (d.span.column, d.span.end_column) == (5, 11)
+    (e,) = errors_of("network t {\n    input image: 3x8x8\n    concat 2\n}\n")
+    assert e.message == "`concat` takes tensors in parentheses: write `concat(@a, @b)`"
+    assert (e.span.column, e.span.end_column) == (5, 11)
 
 
 def test_equals_where_the_language_has_it_is_no_habit():
