@@ -202,7 +202,8 @@ class DiagnosticBag:
         return [d for d in self.items if d.severity == "warning"]
 
     def raise_if_errors(self, cls: type[NetdslError] = SemanticError) -> None:
-        errs = self.errors
-        if errs:
-            raise cls(diagnostics=errs)
+        """Raise ``cls`` when there are errors, with every diagnostic in the order reported: the warnings too,
+        since a warning often explains an error (``conv 16 3 x 3`` repeats the layer, and a shape breaks)."""
+        if self.errors:
+            raise cls(diagnostics=list(self.items))
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import syntax as S
-from .errors import DiagnosticBag, SemanticError, UsageError
+from .errors import Diagnostic, DiagnosticBag, NetdslError, SemanticError, UsageError
 from .ops import MERGES, OPS
 
 MAX_IMPORT_DEPTH = 32
@@ -25,39 +25,70 @@ class Program:
     blocks: dict[str, S.BlockDef]
     source_hash: str  # sha256 over every file's text, in load order
     files: tuple[str, ...] = ()  # the files read (real paths), in load order; none for source given as text
+    # the imported files (as diagnostics show them) -> the `import` lines that brought them in, innermost first,
+    # as notes: ("imported from lib/a.net:1", "imported from main.net:2")
+    imported_from: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # with ``keep_going``: the errors found while loading (a missing import, an error in an imported file)
+    problems: tuple[Diagnostic, ...] = ()
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether some import could not be loaded, so blocks it may define are missing."""
+        return bool(self.problems)
+
+    def with_import_notes(self, d: Diagnostic) -> Diagnostic:
+        """``d`` with the notes that say how its file was imported, when it is in an imported file."""
+        notes = self.imported_from.get(d.span.path, ()) if d.span is not None else ()
+        if not notes or any(n.startswith("imported from ") for n in d.notes):
+            return d
+        return replace(d, notes=(*d.notes, *notes))
 
 
-def load_program(source: str, path: str, base_dir: str | None) -> Program:
-    """Parse ``source`` (from ``path``) and everything it imports, relative to ``base_dir``."""
+def load_program(source: str, path: str, base_dir: str | None, *, keep_going: bool = False) -> Program:
+    """Parse ``source`` (from ``path``) and everything it imports, relative to ``base_dir``.
+
+    Raises the errors found (a syntax error of the main file at once, the others together) unless
+    ``keep_going``: then an error that leaves the main file readable (a missing import, an error inside an
+    imported file) is returned in :attr:`Program.problems`, so that the checks of the main file still run.
+    Every diagnostic about an imported file carries "imported from FILE:LINE" notes."""
     bag = DiagnosticBag()
+    imported_from: dict[str, tuple[str, ...]] = {}
     hasher = hashlib.sha256()
     blocks: dict[str, S.BlockDef] = {}
     loaded: set[str] = set()
     shown_as: dict[str, str] = {}  # file key -> path as diagnostics show it
     order: list[str] = []  # the files hashed, in order
 
-    def visit(text: str, shown: str, directory: str | None, stack: tuple[str, ...]) -> S.Module:
+    def visit(text: str, shown: str, directory: str | None, stack: tuple[str, ...]) -> S.Module | None:
         shown_as[stack[-1]] = shown
         order.append(stack[-1])
         hasher.update(text.encode("utf-8"))
-        module = S.parse(text, shown, quote=directory is None or shown.endswith(".net"))
+        notes = imported_from.get(shown, ())
+        try:
+            module = S.parse(text, shown, quote=directory is None or shown.endswith(".net"))
+        except NetdslError as exc:
+            if not notes:  # the main file: nothing else can be checked
+                raise
+            for d in exc.diagnostics:
+                bag.error(d.message, d.span, (*d.notes, *notes))
+            return None
         for imp in module.imports:
             if directory is None:
-                bag.error("`import` needs a file on disk: this source was given as text", imp.span)
+                bag.error("`import` needs a file on disk: this source was given as text", imp.span, notes)
                 continue
             target, problem = _import_target(directory, imp.path)
             if problem is not None:
-                bag.error(f"cannot import {imp.path or _EMPTY}: {problem}", imp.span)
+                bag.error(f"cannot import {imp.path or _EMPTY}: {problem}", imp.span, notes)
                 continue
             key = os.path.realpath(target)
             if key in stack:
                 cycle = " -> ".join(shown_as[k] for k in (*stack[stack.index(key):], key))
-                bag.error(f"import cycle: {cycle}", imp.span)
+                bag.error(f"import cycle: {cycle}", imp.span, notes)
                 continue
             if key in loaded:
                 continue
             if len(stack) >= MAX_IMPORT_DEPTH:
-                bag.error("imports nest too deep", imp.span)
+                bag.error("imports nest too deep", imp.span, notes)
                 continue
             try:
                 data = S.read_source_bytes(key)  # the resolved path: what was checked is what is read
@@ -66,27 +97,36 @@ def load_program(source: str, path: str, base_dir: str | None) -> Program:
                 if exc.missing:
                     where = "" if _shown(target) == imp.path else f" {_shown(target)}"
                     what += f"{where} (an import is relative to the directory of the file that imports it)"
-                bag.error(f"cannot import {imp.path}: {what}", imp.span)
+                bag.error(f"cannot import {imp.path}: {what}", imp.span, notes)
                 continue
             loaded.add(key)
-            visit(S.decode_source(data, _shown(target)), _shown(target), os.path.dirname(target), (*stack, key))
+            imported_from[_shown(target)] = (f"imported from {shown}:{imp.span.line}", *notes)
+            try:
+                text_of = S.decode_source(data, _shown(target))
+            except NetdslError as exc:  # not UTF-8
+                for d in exc.diagnostics:
+                    bag.error(d.message, d.span, (*d.notes, *imported_from[_shown(target)]))
+                continue
+            visit(text_of, _shown(target), os.path.dirname(target), (*stack, key))
         for b in module.blocks:
             if b.name in blocks:
-                bag.error(f"block `{b.name}` is defined twice (first at {blocks[b.name].span})", b.span)
+                bag.error(f"block `{b.name}` is defined twice (first at {blocks[b.name].span})", b.span, notes)
             elif b.name in OPS or b.name in MERGES:
-                bag.error(f"block `{b.name}` has the name of a built-in layer", b.span)
+                bag.error(f"block `{b.name}` has the name of a built-in layer", b.span, notes)
             else:
                 blocks[b.name] = b
-            _check_params(b, bag)
+            _check_params(b, bag, notes)
         for n in module.networks:
-            _check_params(n, bag)
+            _check_params(n, bag, notes)
         return module
 
     key = os.path.realpath(path) if base_dir is not None else path
     loaded.add(key)
     main = visit(source, path, base_dir, (key,))
-    bag.raise_if_errors(SemanticError)
-    return Program(main, blocks, hasher.hexdigest(), tuple(order) if base_dir is not None else ())
+    if not keep_going:
+        bag.raise_if_errors(SemanticError)
+    return Program(main, blocks, hasher.hexdigest(), tuple(order) if base_dir is not None else (), imported_from,
+                   tuple(bag.errors))
 
 
 def _import_target(directory: str, name: str) -> tuple[str, str | None]:
@@ -117,11 +157,11 @@ def _inside(path: str, root: str) -> bool:
         return False
 
 
-def _check_params(b: S.BlockDef, bag: DiagnosticBag) -> None:
+def _check_params(b: S.BlockDef, bag: DiagnosticBag, notes: tuple[str, ...] = ()) -> None:
     seen = set()
     for p in b.params:
         if p.name in seen:
-            bag.error(f"parameter `{p.name}` is declared twice", p.span)
+            bag.error(f"parameter `{p.name}` is declared twice", p.span, notes)
         seen.add(p.name)
 
 

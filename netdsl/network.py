@@ -160,7 +160,7 @@ def load(path_or_source: str | os.PathLike, network: str | None = None,
     Raises a :class:`~netdsl.errors.NetdslError` subclass listing every problem found.
     """
     text, shown, base = read(path_or_source)
-    program = load_program(text, shown, base)
+    program = load_program(text, shown, base, keep_going=True)
     net = choose_network(program, network)
-    graph = Elaborator(program.blocks).network(net, dict(args or {}), program.source_hash)
+    graph = Elaborator(program.blocks, program).network(net, dict(args or {}), program.source_hash)
     return Network(graph, shown, dict(args or {}), program.files)

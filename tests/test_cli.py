@@ -224,7 +224,7 @@ MALFORMED = {
                         "is over the limit of 10,000"),
     "huge_channels": (b"network t {\n    input image: 3x8x8\n    conv 99999999999999999999 1x1\n}\n", "error:"),
     "huge_input": (b"network t {\n    input image: 99999x99999x99999\n}\n", "more than 2,147,483,647 elements"),
-    "zero_input": (b"network t {\n    input image: 0x8x8\n    relu\n}\n", "positive sizes"),
+    "zero_input": (b"network t {\n    input image: 0x8x8\n    relu\n}\n", "must be a positive integer, got 0"),
     "deep_blocks": (b"block a(n) {\n    a(n)\n}\nnetwork t {\n    input image: 3x8x8\n    a(1)\n}\n",
                     "blocks call each other more than 64 deep"),
     "only_comment": (b"# nothing here\n", "defines no `network`"),

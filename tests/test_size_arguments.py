@@ -47,7 +47,7 @@ def test_sizes_reach_the_layers(run_net):
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    ("basic_conv(1x7)", "`out` must be an integer, got 1x7"),
+    ("basic_conv(1x7)", "conv's number of output channels must be an integer, got 1x7 (from `channels` = 1x7)"),
     ("basic_conv(8, 1x7 * 2)", None),  # not an expression: a syntax error
 ])
 def test_a_size_is_not_a_number(call, message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import syntax as S
 from ..errors import DiagnosticBag
-from ..ops import OPS, ArgValue, Op
+from ..ops import OPS, ArgValue, Op, Option
 from .expressions import BUILTIN_NAMES, Evaluator, TensorArg, suggest
 from .scopes import Namer, Scope
 
@@ -18,8 +18,9 @@ class Unknown(Exception):
 class Arguments:
     """Evaluates layer arguments and binds block-call arguments, reporting errors to ``bag``."""
 
-    def __init__(self, bag: DiagnosticBag, evaluator: Evaluator, namer: Namer):
+    def __init__(self, bag: DiagnosticBag, evaluator: Evaluator, namer: Namer, clashing: set[str] | None = None):
         self.bag, self.evaluator, self.namer = bag, evaluator, namer
+        self.clashing = clashing if clashing is not None else set()  # see :func:`option_clashes` (reported)
 
     # ------------------------------------------------------------------ layer arguments
     def layer_args(self, layer: S.Layer, op: Op, scope: Scope) -> list[ArgValue] | None:
@@ -40,6 +41,8 @@ class Arguments:
             v = arg.value
             value = v.values if isinstance(v, S.Dims) else _need(self.evaluator.eval(v, scope.env, scope.trace))
             return ArgValue("stride", value, arg.span)
+        if isinstance(arg, S.Var) and arg.name in self.clashing and arg.name in scope.env and is_option(op, arg.name):
+            raise Unknown  # a parameter named like the option: reported at the parameter
         if isinstance(arg, S.Var) and (arg.name not in scope.env or is_option(op, arg.name)):
             if arg.name not in scope.env and not is_option(op, arg.name) and arg.name not in VALUE_WORDS:
                 options = [o.name for o in op.options if not o.positional]
@@ -130,3 +133,44 @@ def looks_like_spaced_size(prim, repeat) -> bool:
     text = repeat.span.quoted_line() or ""
     before = text[: repeat.span.column - 1].rstrip()
     return not before.endswith("(")
+
+
+def option_clashes(block: S.BlockDef) -> list[tuple[S.Param, Op, Option, S.Var]]:
+    """The parameters of ``block`` (or a network) that a layer of its body names as an argument while the layer's
+    op has an option (or alias) of that name, so that the name reads as the option, never as the parameter
+    (``block b(dil) { conv 8 3x3 dilation dil }``): each with the op, the option and the first such use."""
+    params = {p.name: p for p in block.params}
+    found: dict[str, tuple[S.Param, Op, Option, S.Var]] = {}
+    stack: list = list(block.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, S.Chain):
+            stack.extend(el.primary for el in reversed(node.elements))
+        elif isinstance(node, S.Group):
+            stack.extend(reversed(node.body.chains))
+        elif isinstance(node, S.Composite):
+            stack.extend(ch for seq in reversed(node.branches) for ch in reversed(seq.chains))
+        elif isinstance(node, S.Layer) and node.op in OPS:
+            op, args, i = OPS[node.op], node.args, 0
+            # only a bare name is read as an option (in `/stride` or `groups g*2` a name is a value); an option's
+            # own keyword is fine (`groups` in `groups groups`): the name that stands where its value should be,
+            # or a keyword left without a value, is the parameter that clashes
+            while i < len(args):
+                var = args[i]
+                opt = _option_named(op, var.name) if isinstance(var, S.Var) else None
+                if opt is None:
+                    i += 1
+                    continue
+                use = var
+                if opt.kind != "flag" and i + 1 < len(args):
+                    i += 1
+                    use = args[i]
+                    opt = _option_named(op, use.name) if isinstance(use, S.Var) else None
+                if opt is not None and use.name in params:
+                    found.setdefault(use.name, (params[use.name], op, opt, use))
+                i += 1
+    return list(found.values())
+
+
+def _option_named(op: Op, name: str) -> Option | None:
+    return next((o for o in op.options if not o.positional and (name == o.name or name in o.aliases)), None)

@@ -5,41 +5,53 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from .. import syntax as S
 from ..errors import DiagnosticBag, SemanticError, Span, UsageError
 from ..graph import INPUT, Graph, InputSpec, Node, OutputSpec
 from ..ops import MERGES, OPS, Attrs, Op, OpError, fmt_shape
+from ..ops.synonyms import did_you_mean
 from ..preprocess import Preprocess
-from .arguments import Arguments, looks_like_spaced_size
+from .arguments import Arguments, looks_like_spaced_size, option_clashes
 from .composites import COMPOSITES
 from .expressions import BUILTIN_NAMES, Evaluator, TensorArg, suggest
 from .limits import MAX_CALL_DEPTH, MAX_NODES, MAX_PARAMS, MAX_REPEAT, MAX_TENSOR_ELEMENTS, Fatal
 from .scopes import Namer, Scope, bound, merge_names
 
+if TYPE_CHECKING:
+    from ..loader import Program
+
 
 class Elaborator:
     """Expands one network of a program into a checked :class:`Graph`."""
 
-    def __init__(self, blocks: dict[str, S.BlockDef]):
+    def __init__(self, blocks: dict[str, S.BlockDef], program: Program | None = None):
+        """``program``: the loaded program the blocks come from, for the errors found while loading it (reported
+        first, with the others) and the "imported from" notes of diagnostics inside imported files."""
         self.blocks = blocks
+        self.program = program
         self.nodes: list[Node] = []
         self.node_names: dict[str, Span] = {}
         self.bag = DiagnosticBag()
         self.evaluator = Evaluator(self.bag)
         self.namer = Namer(self.bag, self.evaluator)
-        self.arguments = Arguments(self.bag, self.evaluator, self.namer)
+        self.clashing: set[str] = set()  # parameters named like an option they are used with (reported)
+        self.arguments = Arguments(self.bag, self.evaluator, self.namer, self.clashing)
         self.inputs: list[InputSpec] = []
         self.outputs: list[OutputSpec] = []
         self.fractal_joins: set[int] = set()
         self.absorbed: set[int] = set()
         self._no_input_reported = False
+        self._input_failed = False  # an input was declared but its size was wrong (reported)
 
     # ------------------------------------------------------------------ entry point
     def network(self, net: S.BlockDef, args: dict[str, int | float], source_hash: str = "") -> Graph:
         """The checked graph of ``net`` with parameter values ``args``; ``source_hash`` identifies the program's
         text (see :class:`~netdsl.graph.Graph`)."""
         env: dict[str, object] = dict(BUILTIN_NAMES)
+        for d in self.program.problems if self.program is not None else ():
+            self.bag.error(d.message, d.span, d.notes)
         unknown = set(args) - {p.name for p in net.params}
         if unknown:  # a wrong --arg (or args=) is a usage error, not an error in the file
             name = sorted(unknown)[0]
@@ -55,10 +67,12 @@ class Elaborator:
                 self.bag.error(f"network parameter `{p.name}` has no default; give it with --arg "
                                f"{p.name}=VALUE", p.span)
                 env[p.name] = None
+        for block in (*self.blocks.values(), net):
+            self._check_option_clashes(block)
         scope = Scope("", env, ())
         try:
             flow = self.body(net.body, scope, None, is_network=True)
-            if not self.inputs:
+            if not self.inputs and not self._input_failed:
                 self.bag.error(f"network `{net.name}` declares no input (e.g. `input image: 3x224x224`)",
                                net.span)
             elif not self.outputs and flow is not None:
@@ -66,10 +80,22 @@ class Elaborator:
             self._check_params()
         except Fatal:
             pass
+        if self.program is not None and self.program.imported_from:
+            self.bag.items[:] = [self.program.with_import_notes(d) for d in self.bag.items]
         self.bag.raise_if_errors(SemanticError)
         self._drop_absorbed()
         return Graph(net.name, tuple(self.nodes), tuple(self.inputs), tuple(self.outputs), source_hash,
                      tuple(self.bag.warnings))
+
+    def _check_option_clashes(self, block: S.BlockDef) -> None:
+        """A parameter named like an option of a layer that uses it is an error at the parameter (else the name
+        reads as the option, and the layer reports a puzzling "`pad` needs a value")."""
+        for param, op, opt, use in option_clashes(block):
+            alias = "" if use.name == opt.name else f" (alias `{use.name}`)"
+            self.bag.error(f"parameter `{param.name}` has the name of {op.name}'s option `{opt.name}`{alias}: in "
+                           f"{op.name}'s arguments `{use.name}` is the option, never this parameter; rename the "
+                           f"parameter", param.span, (f"{op.name} uses `{use.name}` at {use.span}",))
+            self.clashing.add(param.name)
 
     def _drop_absorbed(self) -> None:
         """Remove the ``fractal< >`` joins whose inputs a later join took over and that nothing else reads,
@@ -114,8 +140,12 @@ class Elaborator:
         return flow
 
     def input_decl(self, st: S.InputDecl, scope: Scope) -> int | None:
-        shape = st.shape
-        if len(shape) not in (1, 3) or min(shape) <= 0:
+        shape = self.input_shape(st, scope)
+        if shape is None:
+            self._no_input_reported = True  # the layers after it, and the network, are no news
+            self._input_failed = True
+            return None
+        if len(shape) not in (1, 3):
             self.bag.error(f"an input shape is CxHxW (or C for a flat input) with positive sizes, "
                            f"got {fmt_shape(shape)}", st.span)
             return None
@@ -134,6 +164,27 @@ class Elaborator:
         scope.names[st.name] = idx
         self.inputs.append(InputSpec(st.name, shape, idx, options, st.span))
         return idx
+
+    def input_shape(self, st: S.InputDecl, scope: Scope) -> tuple[int, ...] | None:
+        """The input's size, each dimension evaluated with the network's parameters; None after an error (reported
+        at the dimension at fault)."""
+        shape, ok = [], True
+        for d in st.dims:
+            v = self.evaluator.eval(d, scope.env, scope.trace)
+            if v is None:
+                ok = False
+            elif isinstance(v, tuple) or not isinstance(v, int):
+                what = fmt_shape(v) if isinstance(v, tuple) else repr(v)
+                self.bag.error(f"an input size must be a positive integer, got {what}"
+                               + _from_parameters(d, scope.env), d.span, scope.trace)
+                ok = False
+            elif v <= 0:
+                self.bag.error(f"an input size must be a positive integer, got {v}" + _from_parameters(d, scope.env),
+                               d.span, scope.trace)
+                ok = False
+            else:
+                shape.append(v)
+        return tuple(shape) if ok else None
 
     def output_decl(self, st: S.OutputDecl, scope: Scope, flow: int | None) -> None:
         if st.condition is not None and not self.evaluator.condition(st.condition, scope.env, scope.trace):
@@ -256,7 +307,8 @@ class Elaborator:
         try:  # arguments are checked even when the input is unknown: their errors do not depend on it
             attrs = op.bind(args)
         except OpError as e:
-            self.bag.error(str(e), getattr(e, "span", None) or layer.span, scope.trace)
+            span = getattr(e, "span", None)
+            self.bag.error(_in_user_words(str(e), op, layer, span, scope.env), span or layer.span, scope.trace)
             return None
         if flow is None:
             if not self.nodes and not self._no_input_reported:  # once: the layers after it are no news
@@ -302,12 +354,14 @@ class Elaborator:
     def _unknown_op(self, layer: S.Layer, scope: Scope) -> None:
         if layer.op in self.blocks:
             msg = f"`{layer.op}` is a block: call it with parentheses, `{layer.op}(...)`"
-        elif layer.op in MERGES:
-            msg = f"`{layer.op}` takes tensors: write `{layer.op}(@a, @b)`"
+        elif layer.op in MERGES:  # `concat @a @b`: the tensors it was given, in the parentheses it needs
+            refs = [f"@{a.path}" for a in layer.args if isinstance(a, S.Ref)]
+            msg = f"`{layer.op}` takes tensors in parentheses: write `{layer.op}({', '.join(refs or ['@a', '@b'])})`"
         elif layer.op in COMPOSITES:
             msg = f"`{layer.op}` is a composite: write `{layer.op}< ... >`"
-        else:
-            msg = f"unknown layer `{layer.op}`" + suggest(layer.op, list(OPS) + list(self.blocks))
+        else:  # by meaning as well as spelling: `deconv` -> convtranspose, `dense` -> fc
+            known = list(OPS) + list(MERGES) + list(self.blocks)
+            msg = f"unknown layer `{layer.op}`" + did_you_mean(layer.op, known) + " (`netdsl ops` lists every op)"
         self.bag.error(msg, layer.op_span, scope.trace)
 
     # ------------------------------------------------------------------ calls
@@ -316,10 +370,12 @@ class Elaborator:
             return self.merge_call(call, scope, name)
         block = self.blocks.get(call.name)
         if block is None:
+            if self.program is not None and self.program.incomplete and call.name not in OPS:
+                return None  # it may be defined in the import that could not be loaded (reported)
             if call.name in OPS:
                 msg = f"`{call.name}` is a layer: write its arguments without parentheses, e.g. `conv 64 3x3`"
             else:
-                msg = f"unknown block `{call.name}`" + suggest(call.name, list(self.blocks) + list(MERGES))
+                msg = f"unknown block `{call.name}`" + did_you_mean(call.name, list(self.blocks) + list(MERGES))
             self.bag.error(msg, call.name_span, scope.trace)
             return None
         if len(scope.trace) >= MAX_CALL_DEPTH:
@@ -357,6 +413,38 @@ class Elaborator:
                            comp.kind_span, scope.trace)
             return None
         return expand(self, comp, scope, flow)
+
+
+def _in_user_words(msg: str, op: Op, layer: S.Layer, span: Span | None, env: dict[str, object]) -> str:
+    """An argument error in the words of the source: a positional argument named by what it is, not by the op's
+    internal option name (``fc's number of output features``, never `out`), and the parameters its value
+    came from (``from `classes` = 2.5``)."""
+    arg = next((a for a in layer.args if span is not None and a.span == span), None)
+    if arg is None:
+        return msg
+    for opt in op.options:
+        if opt.positional and msg.startswith(f"`{opt.name}` "):
+            what = opt.help.removeprefix("the ") if opt.help.startswith("the ") else opt.name
+            msg = f"{op.name}'s {what} " + msg[len(opt.name) + 3:]
+            break
+    return msg + _from_parameters(arg.value if isinstance(arg, S.Stride) else arg, env)
+
+
+def _from_parameters(expr: S.Expr, env: dict[str, object]) -> str:
+    """`` (from `size` = 2.5)``: the parameters an expression reads, with their values, for a message."""
+    names, stack = [], [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, S.Var) and e.name in env and e.name not in BUILTIN_NAMES and e.name not in names:
+            names.append(e.name)
+        elif isinstance(e, S.BinOp):
+            stack += [e.right, e.left]
+        elif isinstance(e, S.Neg):
+            stack.append(e.operand)
+    if not names:
+        return ""
+    shown = [fmt_shape(env[n]) if isinstance(env[n], tuple) else repr(env[n]) for n in names]
+    return " (from " + ", ".join(f"`{n}` = {v}" for n, v in zip(names, shown, strict=True)) + ")"
 
 
 def _option_value(v: object) -> object:
