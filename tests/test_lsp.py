@@ -366,6 +366,21 @@ async def test_import_cycle_is_a_diagnostic_not_a_crash(client: LanguageClient, 
         is None
 
 
+async def test_a_missing_import_does_not_hide_the_files_other_errors(client: LanguageClient, tmp_path):
+    main = tmp_path / "main.net"
+    text = ('import "gone.net"\n\nnetwork n {\n    input image: 3x8x8\n    helper(4)\n    convv 3 1x1\n'
+            '    output out\n}\n')
+    main.write_text(text)
+    uri = open_doc(client, main)
+    found = await diagnostics_where(client, uri, lambda d: len(d) >= 2)
+    messages = [d.message for d in found]
+    assert any("gone.net" in m for m in messages), messages
+    assert any("unknown layer `convv`" in m for m in messages), messages
+    assert not any("helper" in m for m in messages), messages  # gone.net may have defined it
+    [convv] = [d for d in found if "convv" in d.message]
+    assert convv.range.start == pos(text, "convv")
+
+
 async def test_stale_results_are_dropped_latest_edit_wins(client: LanguageClient, tmp_path):
     good = (NETWORKS / "resnet152.net").read_text()
     path = tmp_path / "r152.net"

@@ -15,8 +15,6 @@ from ..errors import NetdslError
 from . import EXIT_OK
 from .common import print_json
 
-# the value a keyword option takes, by kind, as the syntax line shows it
-_VALUE = {"int": "N", "float": "X", "pair": "N|HxW", "pad": "N|HxW|same", "bool": "true|false", "ref": "@REF"}
 _DOCS = {"layer": "docs/language.md §12 (layer reference)", "merge": "docs/language.md §9 (tensor references "
          "and merges) and §12 (merges)", "composite": "docs/language.md §8 (groups and composites)"}
 
@@ -40,20 +38,8 @@ class Entry:
 
 
 def syntax_line(op) -> str:
-    """``conv OUT KERNEL [/STRIDE] [pad N|HxW|same] ...``: how a layer of ``op`` is written, from its options."""
-    parts = [op.name]
-    for opt in op.options:
-        if opt.positional:
-            word = opt.name.upper()
-            parts.append(word if opt.required else f"[{word}]")
-        elif opt.name == "stride":
-            parts.append("[/STRIDE]")
-        elif opt.kind == "flag":
-            parts.append(f"[{opt.name}]")
-        else:
-            value = _VALUE.get(opt.kind, opt.name.upper())
-            parts.append(f"{opt.name} {value}" if opt.required else f"[{opt.name} {value}]")
-    return " ".join(parts)
+    """``conv OUT KERNEL [/STRIDE] [pad N|HxW|same] ...``: how a layer of ``op`` is written (:meth:`Op.syntax`)."""
+    return op.syntax()
 
 
 def _meaning(op) -> str:

@@ -435,8 +435,10 @@ def analyze(text: str, path: str) -> Analysis:
     base = os.path.dirname(path) if os.path.isabs(path) else None
     diagnostics: list[Diagnostic] = []
     try:
-        a.program = load_program(text, path, base)
+        a.program = load_program(text, path, base, keep_going=True)
         a.module = a.program.main
+        diagnostics += a.program.problems  # a missing import, an error in an imported file: shown, and the
+        # checks of this file go on (the blocks the import would have defined are not reported as unknown)
     except NetdslError as e:
         diagnostics += e.diagnostics
         try:
@@ -448,7 +450,7 @@ def analyze(text: str, path: str) -> Analysis:
     if a.program is not None:
         for net in a.program.main.networks:
             try:
-                graph = Elaborator(a.program.blocks).network(net, {}, a.program.source_hash)
+                graph = Elaborator(a.program.blocks, a.program).network(net, {}, a.program.source_hash)
             except NetdslError as e:
                 diagnostics += e.diagnostics
                 continue
@@ -548,12 +550,4 @@ def _rf(rf: tuple[float, float]) -> str:
 
 
 def _op_syntax(op) -> str:
-    parts = [op.name]
-    for o in op.options:
-        if o.positional:
-            parts.append(o.name.upper() if o.required else f"[{o.name.upper()}]")
-        elif o.kind == "flag":
-            parts.append(f"[{o.name}]")
-        else:
-            parts.append(f"[{o.name} {o.kind.upper()}]")
-    return " ".join(parts) + (f"\n\n{op.summary}" if op.summary else "")
+    return op.syntax() + (f"\n\n{op.summary}" if op.summary else "")

@@ -48,6 +48,11 @@ class Option:
     help: str = ""
 
 
+# the value a keyword option takes, by kind, as a syntax line shows it (:meth:`Op.syntax`)
+OPTION_VALUES = {"int": "N", "float": "X", "pair": "N|HxW", "pad": "N|HxW|same", "bool": "true|false",
+                 "ref": "@REF"}
+
+
 class Attrs(dict):
     """A layer's bound arguments. Read as attributes: ``attrs.kernel``."""
 
@@ -177,6 +182,23 @@ class Op:
     onnx_ops: tuple[str, ...] = ()  # ONNX op types the lowering may emit
 
     # -- arguments
+    def syntax(self) -> str:
+        """``conv OUT KERNEL [/STRIDE] [pad N|HxW|same] ...``: how a layer of this op is written, generated from
+        its options (``netdsl ops``, the language server's completion and hover)."""
+        parts = [self.name]
+        for opt in self.options:
+            if opt.positional:
+                word = opt.name.upper()
+                parts.append(word if opt.required else f"[{word}]")
+            elif opt.name == "stride":
+                parts.append("[/STRIDE]")
+            elif opt.kind == "flag":
+                parts.append(f"[{opt.name}]")
+            else:
+                value = OPTION_VALUES.get(opt.kind, opt.name.upper())
+                parts.append(f"{opt.name} {value}" if opt.required else f"[{opt.name} {value}]")
+        return " ".join(parts)
+
     def bind(self, args: Sequence[ArgValue]) -> Attrs:
         """Bind evaluated layer arguments to this op's options; raises OpError with the offending span."""
         by_name = {}
