@@ -114,3 +114,11 @@ def test_matches_torch_reshape_and_permute():
         want = conv(torch.from_numpy(x)).reshape(2, 3, 85, 13, 13).permute(0, 1, 3, 4, 2).numpy()
     assert out.shape == want.shape
     assert np.abs(out - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_fmt_writes_a_parenthesised_layer_argument_without_spaces():
+    from netdsl.fmt import format_source
+
+    source = YOLO_HEAD.replace("conv anchors*(5+classes) 1x1", "conv anchors * ( 5 + classes ) 1x1")
+    assert "conv anchors * ( 5" in source
+    assert format_source(source) == YOLO_HEAD
