@@ -383,3 +383,27 @@ def test_textmate_grammar_scopes_pad_as_a_layer_and_as_an_option(tmp_path):
     assert ("resize", "keyword.other.op") in scopes and ("crop", "keyword.other.op") in scopes
     assert ("like", "variable.parameter.option") in scopes and ("reflect", "variable.parameter.option") in scopes
     assert ("@image", "variable.other.reference") in scopes
+
+
+EVERY_SHAPE_OP = dedent("""
+    network t {
+        input image: 3x8x8
+        upsample 1.5 bilinear -> resize like @image -> resize to 6x10 -> upsample 2 bilinear align_corners
+        pad 1 constant 0.5 -> pad 1 reflect -> pad 2x1 replicate -> crop like @image -> crop 6
+        convtranspose 4 2x2 /2 -> deconv 4 3x3 /2 pad 1 output_pad 1 -> reshape 4 24 24 -> permute 0 2 1
+    }
+""")
+
+
+@pytest.mark.parametrize("opset", ["min", "newest"])
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_every_shape_op_at_the_oldest_and_newest_opset_and_in_fp16(opset, dtype):
+    from netdsl.lower import MIN_OPSET, max_opset
+
+    net = netdsl.load(EVERY_SHAPE_OP)
+    assert net.graph.nodes[-1].shape == (4, 24, 24)
+    model = net.to_onnx(opset=MIN_OPSET if opset == "min" else max_opset(), dtype=dtype)
+    onnx.checker.check_model(model, full_check=True)
+    assert {"Resize", "Pad", "Slice", "ConvTranspose", "Reshape", "Transpose"} <= {n.op_type for n in model.graph.node}
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float16 if dtype == "fp16" else np.float32)
+    assert run_onnx(model, {"image": x})["output"].shape == (2, 4, 24, 24)
