@@ -9,7 +9,8 @@ MACs, receptive-field effect and ONNX lowering. The classes live by family:
 * :mod:`netdsl.ops.layers`: ``Fc`` (also per position), ``BatchNorm``, ``Lrn``, ``LayerScale``, ``PRelu``;
 * :mod:`netdsl.ops.norm`: ``LayerNorm``, ``GroupNorm``, ``InstanceNorm``;
 * :mod:`netdsl.ops.pointwise`: the ``Pointwise`` base, activations, softmax, dropout, identity;
-* :mod:`netdsl.ops.reshape`: flatten, channel shuffle, slice, upsample;
+* :mod:`netdsl.ops.reshape`: flatten, channel shuffle, slice, reshape, permute;
+* :mod:`netdsl.ops.resize`: the ``Interpolating`` base, upsample, resize, pad, crop;
 * :mod:`netdsl.ops.merge`: the ``Merge`` base, ``Elementwise`` (add, mul), ``Concat`` and ``Mean``.
 
 Adding an op means adding one class to its family's module and one ``register`` line below.
@@ -54,16 +55,17 @@ from .pointwise import (
     simple,
 )
 from .pool import AvgPool, MaxPool, Pool, adaptive_windows
-from .reshape import ChannelShuffle, Flatten, Slice, Upsample
-from .windowed import Conv, Windowed
+from .reshape import ChannelShuffle, Flatten, Permute, Reshape, Slice
+from .resize import Crop, Pad, Resize, Upsample
+from .windowed import Conv, ConvTranspose, Windowed
 
 __all__ = [
     "MERGES", "OPS", "Activation", "ArgValue", "Attrs", "AvgPool", "BatchNorm", "ChannelShuffle", "Concat", "Conv",
-    "Dropout", "Elementwise", "Elu", "Fc", "Flatten", "GroupNorm", "Hardtanh", "Identity", "InstanceNorm",
-    "LayerNode", "LayerNorm", "LayerScale", "Lowering", "Lrn", "MaxPool", "Mean", "Merge", "Mish", "Op", "OpError",
-    "Option", "PRelu", "Pair", "Pointwise", "Pool", "Shape", "Slice", "Softmax", "Softplus", "Upsample",
-    "WeightSpec", "Windowed", "adaptive_windows", "all_onnx_ops", "fmt_shape", "register", "register_merge",
-    "weight_name",
+    "ConvTranspose", "Crop", "Dropout", "Elementwise", "Elu", "Fc", "Flatten", "GroupNorm", "Hardtanh", "Identity",
+    "InstanceNorm", "LayerNode", "LayerNorm", "LayerScale", "Lowering", "Lrn", "MaxPool", "Mean", "Merge", "Mish",
+    "Op", "OpError", "Option", "PRelu", "Pad", "Pair", "Permute", "Pointwise", "Pool", "Reshape", "Resize", "Shape",
+    "Slice", "Softmax", "Softplus", "Upsample", "WeightSpec", "Windowed", "adaptive_windows", "all_onnx_ops",
+    "fmt_shape", "register", "register_merge", "weight_name",
 ]
 
 # ----------------------------------------------------------------------------- the table
@@ -93,7 +95,15 @@ register(Identity())
 register(Flatten())
 register(ChannelShuffle())
 register(Slice())
+
+# shape-changing ops: resizing, padding, cropping, transposed convolution, reshape and permute
 register(Upsample())
+register(Resize())
+register(ConvTranspose())
+register(Crop())
+register(Pad())
+register(Reshape())
+register(Permute())
 # normalisations, learned scales and slopes, and more activations (norm.py, layers.py, pointwise.py)
 register(LayerNorm())
 register(GroupNorm())
