@@ -68,16 +68,16 @@ def test_warnings_come_with_the_errors_they_explain():
     ("concat @image @image", "`concat` takes tensors in parentheses: write `concat(@image, @image)`"),
 ])
 def test_a_habit_gets_a_targeted_message(line, message):
-    with pytest.raises(NetdslSyntaxError) as err:
+    with pytest.raises((NetdslSyntaxError, SemanticError)) as err:
         netdsl.load(f"network t {{\n    input image: 3x8x8\n    {line}\n}}\n")
     (d,) = err.value.diagnostics
     assert d.message == message and d.span.line == 3
 
 
 def test_a_merge_written_as_a_layer_is_told_the_same_by_the_parser_and_the_checker():
-    """`concat @a @b` is a syntax error while a layer takes no tensor argument, and an unknown layer once one
-    does: the message and its place are the same either way."""
-    with pytest.raises(NetdslSyntaxError) as err:
+    """`concat @a @b` is a layer with tensor arguments to the parser and a merge written wrongly to the checker;
+    `concat 2` is a syntax error only the checker can tell: the message and its place are the same either way."""
+    with pytest.raises(SemanticError) as err:
         netdsl.load("network t {\n    input image: 3x8x8\n    concat @image @image\n}\n")
     (d,) = err.value.diagnostics
     assert (d.span.column, d.span.end_column) == (5, 11)
