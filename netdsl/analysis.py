@@ -91,7 +91,7 @@ def receptive_fields(graph: Graph) -> list[tuple[float, float, float, float]]:
         if node.op is INPUT:
             out.append((1, 1, 1, 1))
             continue
-        ins = [out[i] for i in node.inputs]
+        ins = [out[i] for i in (node.inputs[:1] if node.op.takes_ref else node.inputs)]  # a ref gives a size only
         rf_h, rf_w = max(r[0] for r in ins), max(r[1] for r in ins)
         j_h, j_w = max(r[2] for r in ins), max(r[3] for r in ins)
         win = node.op.window(node.attrs, list(node.in_shapes))

@@ -92,16 +92,17 @@ class Stride:
     span: Span
 
 
-LayerArg = Expr | Dims | Stride
-
-
 # ----------------------------------------------------------------------------- chain elements
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """``@name``: a named tensor of the enclosing scope."""
+    """``@name``: a named tensor of the enclosing scope (a chain element, a merge's or block's argument, or a
+    layer argument: ``resize like @image``)."""
 
     path: str
     span: Span
+
+
+LayerArg = Expr | Dims | Stride | Ref
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ SHAPE_CASES = [
     ((6, 4, 4), "channel_shuffle 3", (6, 4, 4)),
     ((3, 5, 7), "upsample 2", (3, 10, 14)),
     ((3, 5, 7), "upsample 3", (3, 15, 21)),
+    ((3, 5, 7), "resize to 9x4 bilinear", (3, 9, 4)),  # more cases in test_ops_resize.py
     ((3, 5, 7), "bn", (3, 5, 7)),
     ((3, 5, 7), "lrn 5", (3, 5, 7)),
     ((3, 5, 7), "dropout 0.3", (3, 5, 7)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import syntax as S
 from ..errors import DiagnosticBag
 from ..ops import OPS, ArgValue, Op
+from ..ops.base import TensorRef
 from .expressions import BUILTIN_NAMES, Evaluator, TensorArg, suggest
 from .scopes import Namer, Scope
 
@@ -34,6 +35,15 @@ class Arguments:
         return None if failed else args
 
     def layer_arg(self, arg, op: Op, scope: Scope) -> ArgValue:
+        if isinstance(arg, S.Ref):  # `resize like @image`: the tensor becomes the layer's second input
+            if not op.takes_ref:
+                self.bag.error(f"{op.name} takes no tensor reference (`@{arg.path}`); tensors are combined with "
+                               f"merges such as add(@a, @b) or concat(@a, @b)", arg.span, scope.trace)
+                raise Unknown
+            tensor = self.namer.lookup(arg, scope)
+            if tensor is None:
+                raise Unknown
+            return ArgValue("ref", TensorRef(arg.path, tensor), arg.span)
         if isinstance(arg, S.Dims):
             return ArgValue("dims", arg.values, arg.span)
         if isinstance(arg, S.Stride):

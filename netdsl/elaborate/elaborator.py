@@ -264,7 +264,8 @@ class Elaborator:
                 self.bag.error("a layer needs an input: declare one first (e.g. `input image: 3x224x224`)",
                                layer.span, scope.trace)
             return None
-        return self.apply(op, attrs, (flow,), scope, name, layer.span)
+        refs = tuple(a.value.tensor for a in args if a.kind == "ref")  # `resize like @image`: a second input
+        return self.apply(op, attrs, (flow, *refs), scope, name, layer.span)
 
     def apply(self, op: Op, attrs: Attrs, inputs: tuple[int | None, ...], scope: Scope, name: str,
               span: Span) -> int | None:

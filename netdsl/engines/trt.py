@@ -58,8 +58,8 @@ DEFAULT_PROFILE = (1, 1, 32)
 TRT_SUPPORTED_OPS = frozenset({
     "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Conv", "Div", "Erf", "Flatten",
     "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu",
-    "LRN", "MaxPool", "Mean", "Mul", "Pad", "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Sigmoid", "Slice",
-    "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "LRN", "MaxPool", "Mean", "Mul", "Pad", "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid",
+    "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 })
 # Emitted only at opsets where TensorRT 10+ documents support (Gelu is opset 20).
 TRT_SUPPORTED_NEW_OPS = frozenset({"Gelu"})

@@ -8,7 +8,8 @@ MACs, receptive-field effect and ONNX lowering. The classes live by family:
 * :mod:`netdsl.ops.pool`: ``Pool`` (a ``Windowed``), ``MaxPool``, ``AvgPool``;
 * :mod:`netdsl.ops.layers`: ``Fc``, ``BatchNorm``, ``Lrn``;
 * :mod:`netdsl.ops.pointwise`: the ``Pointwise`` base, activations, softmax, dropout, identity;
-* :mod:`netdsl.ops.reshape`: flatten, channel shuffle, slice, upsample;
+* :mod:`netdsl.ops.reshape`: flatten, channel shuffle, slice, reshape, permute;
+* :mod:`netdsl.ops.resize`: the ``Interpolating`` base, upsample, resize, pad, crop;
 * :mod:`netdsl.ops.merge`: the ``Merge`` base, ``Elementwise`` (add, mul), ``Concat`` and ``Mean``.
 
 Adding an op means adding one class to its family's module and one ``register`` line below.
@@ -37,7 +38,8 @@ from .layers import BatchNorm, Fc, Lrn
 from .merge import Concat, Elementwise, Mean, Merge
 from .pointwise import Activation, Dropout, Identity, Pointwise, Softmax, gelu, hardswish, silu, simple
 from .pool import AvgPool, MaxPool, Pool, adaptive_windows
-from .reshape import ChannelShuffle, Flatten, Slice, Upsample
+from .reshape import ChannelShuffle, Flatten, Slice
+from .resize import Resize, Upsample
 from .windowed import Conv, Windowed
 
 __all__ = [
@@ -74,7 +76,10 @@ register(Identity())
 register(Flatten())
 register(ChannelShuffle())
 register(Slice())
+
+# shape-changing ops: resizing, padding, cropping, transposed convolution, reshape and permute
 register(Upsample())
+register(Resize())
 
 register_merge(Elementwise("add", "Add", "elementwise sum: add(@a, @b, ...)"))
 register_merge(Elementwise("mul", "Mul", "elementwise product, Cx1x1 broadcast over CxHxW: mul(@a, @b)"))

@@ -36,7 +36,8 @@ class Option:
     """One argument of an op.
 
     kind: ``int``, ``float``, ``pair`` (an int or HxW), ``pad`` (a pair or ``same``), ``flag`` (no value),
-    ``bool`` (``true``/``false``/0/1).
+    ``bool`` (``true``/``false``/0/1), ``ref`` (a tensor reference ``@name``, which becomes the layer's second
+    graph input: ``resize like @image``), ``number`` (an int or a float, kept as given).
     """
 
     name: str
@@ -77,10 +78,19 @@ class WeightSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class ArgValue:
-    """A layer argument after evaluation: a number, a size, a stride, or a bare word."""
+class TensorRef:
+    """A tensor reference given as a layer argument (``@name``), resolved to its tensor index."""
 
-    kind: str  # value, dims, stride, word
+    name: str
+    tensor: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArgValue:
+    """A layer argument after evaluation: a number, a size, a stride, a bare word, or a tensor reference
+    (kind ``ref``, value a :class:`TensorRef`)."""
+
+    kind: str  # value, dims, stride, word, ref
     value: object
     span: object
 
@@ -112,6 +122,14 @@ def _coerce(opt: Option, v: object) -> object:
         if v == "same":
             return "same"
         return _as_pair(v, "`pad`")
+    if opt.kind == "number":
+        if isinstance(v, tuple) or isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise OpError(f"`{opt.name}` must be a number, got {_show(v)}")
+        return v
+    if opt.kind == "ref":
+        if not isinstance(v, TensorRef):
+            raise OpError(f"`{opt.name}` takes a tensor reference such as @image, got {_show(v)}")
+        return f"@{v.name}"
     if opt.kind == "bool":
         if v in (0, 1, True, False):
             return bool(v)
@@ -120,6 +138,8 @@ def _coerce(opt: Option, v: object) -> object:
 
 
 def _show(v: object) -> str:
+    if isinstance(v, TensorRef):
+        return f"@{v.name}"
     return fmt_shape(v) if isinstance(v, tuple) else str(v)
 
 
@@ -165,6 +185,12 @@ class Op:
     summary: str = ""
     onnx_ops: tuple[str, ...] = ()  # ONNX op types the lowering may emit
 
+    @property
+    def takes_ref(self) -> bool:
+        """Whether a layer argument may be a tensor reference (an option of kind ``ref``). Such a tensor is the
+        layer's second graph input and gives only a size: the layer's values come from its first input."""
+        return any(o.kind == "ref" for o in self.options)
+
     # -- arguments
     def bind(self, args: Sequence[ArgValue]) -> Attrs:
         """Bind evaluated layer arguments to this op's options; raises OpError with the offending span."""
@@ -190,11 +216,14 @@ class Op:
                     raise _located(f"`{arg.value}` needs a value", arg.span)
                 nxt = args[i + 1]
                 value = nxt.value
+                if (nxt.kind == "ref") != (opt.kind == "ref"):
+                    raise _located(f"`{arg.value}` needs a tensor reference such as @image" if opt.kind == "ref"
+                                   else f"`{arg.value}` takes a value, not a tensor reference", nxt.span)
                 if nxt.kind == "word":
                     if opt.kind == "pad" and value == "same" or opt.kind == "bool" and value in ("true", "false"):
                         value = {"true": True, "false": False}.get(value, value)
                     else:
-                        takes = {"int": "an integer", "float": "a number", "pair": "N or HxW",
+                        takes = {"int": "an integer", "float": "a number", "number": "a number", "pair": "N or HxW",
                                  "pad": "N, HxW or `same`", "bool": "true or false"}[opt.kind]
                         raise _located(f"unknown name `{value}` (`{opt.name}` takes {takes})", nxt.span)
                 attrs[opt.name] = _coerce_at(opt, value, nxt.span)
@@ -208,6 +237,11 @@ class Op:
                 if not known:
                     raise _located(f"unknown name `{arg.value}` ({self.name} has no options)", arg.span)
                 raise _located(f"unknown name `{arg.value}` (options of {self.name}: {known})", arg.span)
+            if arg.kind == "ref":
+                ref_opts = [o.name for o in self.options if o.kind == "ref"]
+                raise _located(f"a tensor reference is written after `{ref_opts[0]}`: `{self.name} {ref_opts[0]} "
+                               f"@{arg.value.name}`" if ref_opts else f"{self.name} takes no tensor reference",
+                               arg.span)
             if arg.kind == "stride":
                 if "stride" not in by_name:
                     raise _located(f"{self.name} takes no stride", arg.span)

@@ -1,5 +1,5 @@
-"""Ops that change a tensor's layout or size without weights: flatten, channel shuffle, channel slice,
-upsampling."""
+"""Ops that change a tensor's layout without weights: flatten, channel shuffle, channel slice, reshape and
+permute. Ops that change its spatial size are in :mod:`netdsl.ops.resize`."""
 
 from __future__ import annotations
 
@@ -68,26 +68,3 @@ class Slice(Op):
         a = node.attrs
         b.emit("Slice", [b.input(node, 0), b.const(f"int64.{a.start}", [a.start], "int64"),
                          b.const(f"int64.{a.end}", [a.end], "int64"), b.const("int64.1", [1], "int64")])
-
-
-class Upsample(Op):
-    name = "upsample"
-    summary = "nearest-neighbour upsampling by an integer factor: upsample 2"
-    onnx_ops = ("Resize",)
-    options = (Option("scale", "int", 2, positional=True),)
-
-    def infer(self, a, inputs):
-        (x,) = inputs
-        _need_rank("upsample", x, 3)
-        if a.scale <= 0:
-            raise OpError(f"upsample scale must be positive, got {a.scale}")
-        return (x[0], x[1] * a.scale, x[2] * a.scale), a
-
-    def window(self, a, inputs):
-        return (1, 1), (1 / a.scale, 1 / a.scale)
-
-    def lower(self, b, node):
-        s = float(node.attrs.scale)
-        scales = b.const(f"{node.name}.scales", [1.0, 1.0, s, s], "float32")
-        b.emit("Resize", [b.input(node, 0), "", scales], mode="nearest", nearest_mode="floor",
-               coordinate_transformation_mode="asymmetric")

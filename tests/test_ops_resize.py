@@ -1,0 +1,212 @@
+"""Resizing ops and tensor references as layer arguments: `upsample S`, `resize to HxW`, `resize like @ref`.
+
+Shapes are checked against the ONNX checker (full) and against what ONNX Runtime produces; values against
+``torch.nn.functional.interpolate`` (the tests marked ``torch``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import actual_shapes, dedent, netdsl_main, run_onnx
+
+import netdsl
+from netdsl.errors import SemanticError
+from netdsl.fmt import format_source
+
+
+def one_layer(input_shape: str, layer: str) -> str:
+    return f"network t {{\n    input image: {input_shape}\n    {layer}\n}}\n"
+
+
+def compiled(source: str) -> tuple[netdsl.Network, onnx.ModelProto]:
+    """The network and its ONNX model, which passes the full checker and whose output shape ONNX Runtime
+    confirms."""
+    net = netdsl.load(source)
+    model = net.to_onnx()
+    onnx.checker.check_model(model, full_check=True)
+    out = net.graph.outputs[0]
+    assert actual_shapes(model)[out.name] == (2, *net.graph.nodes[out.node].shape)
+    return net, model
+
+
+def error_of(source: str) -> str:
+    with pytest.raises(SemanticError) as e:
+        netdsl.load(source)
+    return str(e.value)
+
+
+# ----------------------------------------------------------------------------- shapes (no torch)
+@pytest.mark.parametrize(("shape", "layer", "expected"), [
+    ("3x5x7", "upsample 2", (3, 10, 14)),
+    ("3x5x7", "upsample 3 bilinear", (3, 15, 21)),
+    ("3x5x7", "upsample 1.5", (3, 7, 10)),  # PyTorch: floor(W * S)
+    ("3x13x11", "upsample 2.3 bilinear align_corners", (3, 29, 25)),
+    ("3x13x11", "upsample 0.7", (3, 9, 7)),
+    ("3x9x9", "upsample 1.7 bilinear", (3, 15, 15)),  # 9 * 1.7 = 15.3; float32(1.7) * 9 rounds to 15.3 too
+    ("3x10x10", "upsample 2.3", (3, 23, 23)),  # float32(2.3) * 10 < 23: the ONNX scale is nudged up
+    ("4x5x7", "resize to 12x9", (4, 12, 9)),
+    ("4x5x7", "resize to 3 bilinear", (4, 3, 3)),
+    ("4x5x7", "resize to 1x1 bilinear", (4, 1, 1)),
+])
+def test_resize_shapes(shape, layer, expected):
+    net, _ = compiled(one_layer(shape, layer))
+    assert net.graph.nodes[-1].shape == expected
+
+
+def test_resize_like_a_network_input_and_a_labelled_layer():
+    net, model = compiled(dedent("""
+        network seg(classes=3) {
+            input image: 3x33x31
+            stem: conv 8 3x3 /2 pad 1 -> relu
+            conv 8 3x3 /2 pad 1 -> relu -> conv classes 1x1
+            up: resize like @stem bilinear
+            resize like @image bilinear align_corners
+        }
+    """))
+    nodes = {n.name: n for n in net.graph.nodes}
+    assert nodes["up"].shape == (3, 17, 16) and nodes["up"].in_shapes == ((3, 9, 8), (8, 17, 16))
+    assert net.graph.nodes[-1].shape == (3, 33, 31)
+    assert net.graph.nodes[-1].inputs[1] == 0  # @image is the layer's second graph input
+    # the referenced tensor gives a size, not values: the receptive field comes from the first input only
+    rows = {r.name: r for r in net.summary().layers}
+    assert rows["up"].receptive_field == (7 + 4, 7 + 4)  # bilinear: 2 inputs per axis at a jump of 4
+
+
+def test_resize_like_a_tensor_passed_to_a_block():
+    net, _ = compiled(dedent("""
+        block up(skip, c) {
+            resize like @skip -> conv c 1x1
+        }
+        network t {
+            input image: 3x16x16
+            a: conv 4 3x3 /2 pad 1
+            b: conv 4 3x3 /2 pad 1
+            up(@a, 5)
+        }
+    """))
+    assert net.graph.nodes[-1].shape == (5, 8, 8)
+
+
+@pytest.mark.parametrize(("layer", "message", "column"), [
+    ("resize like @nope", "unknown tensor `@nope`", 17),
+    ("relu @image", "relu takes no tensor reference (`@image`)", 10),
+    ("conv 8 3x3 pad @image", "conv takes no tensor reference", 20),
+    ("resize @image", "a tensor reference is written after `like`: `resize like @image`", 12),
+    ("resize like 3", "`like` needs a tensor reference such as @image", 17),
+    ("resize", "resize needs its output size", 5),
+    ("resize to 4x4 like @image", "not both", 5),
+    ("resize to 0x4", "resize size must be positive, got 0x4", 5),
+    ("resize to 4x4 nearest bilinear", "one of `nearest` and `bilinear`", 5),
+    ("upsample 2 align_corners", "`align_corners` applies to `bilinear` only", 5),
+    ("upsample 0", "upsample scale must be positive", 5),
+    ("upsample 1-1.5", "upsample scale must be positive, got -0.5", 5),
+    ("upsample 0.1", "upsample 0.1 of 3x8x8 gives an empty output 3x0x0", 5),
+])
+def test_located_errors(layer, message, column):
+    text = error_of(one_layer("3x8x8", layer))
+    assert message in text
+    assert f"<string>:3:{column}: error:" in text
+
+
+def test_resize_like_a_flat_tensor_is_an_error():
+    text = error_of(dedent("""
+        network t {
+            input image: 3x8x8
+            v: flatten
+            @image -> resize like @v
+        }
+    """))
+    assert "resize like @v: @v is 192, not a CxHxW tensor" in text
+
+
+def test_summary_shows_the_resized_shapes(tmp_path):
+    path = tmp_path / "seg.net"
+    path.write_text(dedent("""
+        network seg {
+            input image: 3x20x20
+            conv 4 3x3 /2 pad 1 -> upsample 1.5 bilinear -> resize like @image
+        }
+    """))
+    code, out, err = netdsl_main("summary", str(path))
+    assert code == 0, err
+    assert "4x15x15" in out and "4x20x20" in out and "upsample" in out and "resize" in out
+
+
+def test_fmt_keeps_references_in_layer_arguments():
+    source = dedent("""
+        network t {
+            input image: 3x8x8
+            a: conv 4 3x3 /2 pad 1
+            resize  like   @image  bilinear
+        }
+    """)
+    formatted = format_source(source)
+    assert "    resize like @image bilinear\n" in formatted
+    assert format_source(formatted) == formatted
+
+
+def test_nearest_upsampling_values_without_torch():
+    """Integer nearest upsampling repeats every pixel S times (a check that needs no torch)."""
+    net, model = compiled(one_layer("2x3x4", "upsample 3"))
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 4)).astype(np.float32)
+    (out,) = run_onnx(model, {"image": x}).values()
+    np.testing.assert_array_equal(out, x.repeat(3, axis=2).repeat(3, axis=3))
+
+
+# ----------------------------------------------------------------------------- values against PyTorch
+SIZES = [(5, 7), (6, 6), (13, 11), (1, 3)]
+MODES = ["nearest", "bilinear", "bilinear align_corners"]
+RESIZE_TO = [(10, 14), (1, 1), (3, 5), (12, 18), (29, 31), (6, 6)]
+SCALES = [2, 3, 1.5, 2.3, 0.5, 1.7, 0.7]
+
+
+def _torch_cases():
+    for h, w in SIZES:
+        for mode in MODES:
+            for th, tw in RESIZE_TO:
+                yield (h, w), f"resize to {th}x{tw} {mode}", {"size": (th, tw)}
+            for s in SCALES:
+                if min(int(h * s), int(w * s)) > 0:
+                    yield (h, w), f"upsample {s} {mode}", {"scale_factor": s}
+
+
+def _assert_close(out: np.ndarray, expected: np.ndarray) -> None:
+    assert out.shape == expected.shape
+    scale = float(np.abs(expected).max())
+    assert scale > 0
+    assert float(np.abs(out - expected).max()) <= 1e-5 * scale
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(("hw", "layer", "kwargs"), list(_torch_cases()), ids=lambda v: str(v))
+def test_matches_torch_interpolate(hw, layer, kwargs):
+    torch = pytest.importorskip("torch", reason="the comparison with F.interpolate needs torch (optional)")
+    h, w = hw
+    _, model = compiled(one_layer(f"3x{h}x{w}", layer))
+    x = np.random.default_rng(h * 100 + w).standard_normal((2, 3, h, w)).astype(np.float32)
+    (out,) = run_onnx(model, {"image": x}).values()
+    mode = "nearest" if "nearest" in layer else "bilinear"
+    align = None if mode == "nearest" else "align_corners" in layer
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x), mode=mode, align_corners=align, **kwargs)
+    _assert_close(out, expected.numpy())
+
+
+@pytest.mark.torch
+def test_resize_like_matches_torch_interpolate_to_the_reference_size():
+    torch = pytest.importorskip("torch", reason="the comparison with F.interpolate needs torch (optional)")
+    _, model = compiled(dedent("""
+        network t {
+            input image: 2x9x7
+            input guide: 1x20x15
+            @image -> resize like @guide bilinear
+        }
+    """))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 2, 9, 7)).astype(np.float32)
+    g = rng.standard_normal((2, 1, 20, 15)).astype(np.float32)
+    (out,) = run_onnx(model, {"image": x, "guide": g}).values()
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=(20, 15), mode="bilinear",
+                                               align_corners=False)
+    _assert_close(out, expected.numpy())
