@@ -34,7 +34,7 @@ import dataclasses
 import re
 
 from .errors import NetdslError, Span
-from .syntax import Composite, Group, Layer, OutputDecl, parse
+from .syntax import Composite, Group, InputDecl, Layer, OutputDecl, parse
 
 __all__ = ["format_source"]
 
@@ -155,6 +155,9 @@ def _walk(node, found: dict[str, list]) -> None:
             found["layer"].append(n.span)
         elif isinstance(n, OutputDecl):
             found["output"].append(n.span)
+        elif isinstance(n, InputDecl) and n.dims:
+            first, last = n.dims[0].span, n.dims[-1].span
+            found["shape"].append(Span(first.path, first.line, first.column, last.end_line, last.end_column))
         stack.extend(getattr(n, f.name) for f in dataclasses.fields(n) if "span" not in f.name)
 
 
@@ -168,11 +171,14 @@ def _annotate(tokens: list[_Tok], text: str, module) -> None:
     def offset(line: int, column: int) -> int:
         return starts[line - 1] + column - 1
 
-    found: dict[str, list] = {"composite": [], "group": [], "layer": [], "output": []}
+    found: dict[str, list] = {"composite": [], "group": [], "layer": [], "output": [], "shape": []}
     _walk((module.imports, module.blocks, module.networks), found)
     composite_kinds = {offset(s.line, s.column) for s in found["composite"]}
     groups = {offset(s.line, s.column) for s in found["group"]}
-    layers = sorted((offset(s.line, s.column), offset(s.end_line, s.end_column)) for s in found["layer"])
+    # an input's size is written like a layer's arguments (`3 x 2*size x 2*size`)
+    shapes = sorted((offset(s.line, s.column), offset(s.end_line, s.end_column)) for s in found["shape"])
+    layers = sorted([(offset(s.line, s.column), offset(s.end_line, s.end_column)) for s in found["layer"]]
+                    + shapes)
     outputs = [(offset(s.line, s.column), offset(s.end_line, s.end_column)) for s in found["output"]]
 
     li = 0  # layers do not nest: each token is inside at most one, and both lists are in text order
@@ -180,6 +186,13 @@ def _annotate(tokens: list[_Tok], text: str, module) -> None:
         while li < len(layers) and layers[li][1] <= t.offset:
             li += 1
         t.in_layer = li < len(layers) and layers[li][0] <= t.offset
+
+    for a, b in shapes:  # a size of literals only is one literal: `3 x 224 x 224` -> `3x224x224`
+        inside = [t for t in tokens if a <= t.offset < b]
+        if all(t.kind in ("int", "dims") or t.kind == "name" and t.text == "x" for t in inside):
+            for t in inside:
+                if t.text == "x":
+                    t.role = "glue"
 
     stack: list[int] = []
     for i, t in enumerate(tokens):
@@ -229,6 +242,8 @@ def _annotate(tokens: list[_Tok], text: str, module) -> None:
 def _space(p: _Tok, t: _Tok) -> str:
     """The space between two tokens on one line."""
     if t.text in (",", ":") or t.text == ")" or p.text == "(" or p.text == "/":
+        return ""
+    if t.role == "glue" or p.role == "glue":
         return ""
     if t.text == "=" and t.role == "tight" or p.text == "=" and p.role == "tight":
         return ""

@@ -183,10 +183,20 @@ class Chain:
 # ----------------------------------------------------------------------------- statements
 @dataclass(frozen=True, slots=True)
 class InputDecl:
+    """``input image: 3x224x224`` or ``input image: 3 x size x size``: one expression per dimension (a literal
+    ``3x224x224`` gives one number per part, each spanning its digits)."""
+
     name: str
-    shape: tuple[int, ...]
+    dims: tuple[Expr, ...]
     options: tuple[tuple[str, object, Span], ...]
     span: Span
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The size when every dimension is an integer literal, else None (it depends on parameters)."""
+        if all(isinstance(d, Num) and isinstance(d.value, int) for d in self.dims):
+            return tuple(d.value for d in self.dims)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +418,16 @@ class _Builder(Transformer_NonRecursive):
 
     # statements
     def shape(self, meta, c):
-        return self._ints(str(c[0]), self._s(meta))
+        dims: list[Expr] = []
+        for d in c:
+            if isinstance(d, Dims):  # `3x224x224`, or a literal part of `3x32 x size`: a number per part
+                col = d.span.column
+                for text, value in zip(_partition_dims(d), d.values, strict=True):
+                    dims.append(Num(value, d.span.at(d.span.line, col, d.span.line, col + len(text))))
+                    col += len(text) + 1
+            else:
+                dims.append(d)
+        return tuple(dims)
 
     def input_option(self, meta, c):
         name, value = c
@@ -446,6 +465,16 @@ class _Builder(Transformer_NonRecursive):
 
     def start(self, meta, c):
         return c
+
+
+def _partition_dims(d: Dims) -> list[str]:
+    """The digits of each part of a size literal, as written (``007x3`` -> ``007``, ``3``)."""
+    text = d.span.quoted_line()
+    if text is not None and d.span.line == d.span.end_line:
+        written = text[d.span.column - 1:d.span.end_column - 1]
+        if re.fullmatch(r"\d+(x\d+)+", written):
+            return written.split("x")
+    return [str(v) for v in d.values]
 
 
 def _template_parts(text: str, span: Span) -> tuple[str | Expr, ...]:
@@ -602,6 +631,28 @@ def _bare_comparison(path: str, text: str, span: Span, exc: UnexpectedToken) -> 
     return msg, Span(path, span.line, cond_start + 1, span.line, cond_start + 1 + len(rest))
 
 
+_INPUT_LINE = re.compile(r"(\s*input\s+[A-Za-z_]\w*\s*:\s*)([^\s=]+)")
+
+
+def _glued_input_size(path: str, text: str, line: int) -> tuple[str, Span] | None:
+    """The message and span for an input size whose `x` touches a name (``input image: 3xsizexsize``, which lexes
+    as the number 3 and the name ``xsizexsize``), on the error's line or the line before; or None."""
+    lines = text.splitlines()
+    for n in (line, line - 1):
+        m = _INPUT_LINE.match(lines[n - 1]) if 0 < n <= len(lines) else None
+        if m is None:
+            continue
+        written = m[2]
+        parts = written.split("x")
+        if len(parts) < 2 or not all(re.fullmatch(r"\d+|[A-Za-z_]\w*", p) for p in parts) \
+                or all(p.isdigit() for p in parts):
+            return None
+        col = m.start(2) + 1
+        return (f"`{written}` is not a size: with parameter names, write a spaced `x` between the dimensions "
+                f"(`{' x '.join(parts)}`)", Span(path, n, col, n, col + len(written)))
+    return None
+
+
 def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxError:
     line = getattr(exc, "line", None) or 1
     col = getattr(exc, "column", None) or 1
@@ -623,8 +674,12 @@ def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> NetdslSyntaxErr
         msg = f"unexpected {_describe_token(tok)}" + (f"; {expected}" if expected else "")
         notes = _unclosed_note(path, exc)
         bare = _bare_comparison(path, text, span, exc)
+        glued = _glued_input_size(path, text, span.line)
         if bare is not None:
             msg, span = bare
+            notes = ()
+        elif glued is not None:
+            msg, span = glued
             notes = ()
         elif tok.type == "X":
             msg += " (`x` is the repetition keyword and cannot be a name; sizes are written without spaces: 3x3)"

@@ -34,6 +34,7 @@ class Elaborator:
         self.fractal_joins: set[int] = set()
         self.absorbed: set[int] = set()
         self._no_input_reported = False
+        self._input_failed = False  # an input was declared but its size was wrong (reported)
 
     # ------------------------------------------------------------------ entry point
     def network(self, net: S.BlockDef, args: dict[str, int | float], source_hash: str = "") -> Graph:
@@ -58,7 +59,7 @@ class Elaborator:
         scope = Scope("", env, ())
         try:
             flow = self.body(net.body, scope, None, is_network=True)
-            if not self.inputs:
+            if not self.inputs and not self._input_failed:
                 self.bag.error(f"network `{net.name}` declares no input (e.g. `input image: 3x224x224`)",
                                net.span)
             elif not self.outputs and flow is not None:
@@ -114,8 +115,12 @@ class Elaborator:
         return flow
 
     def input_decl(self, st: S.InputDecl, scope: Scope) -> int | None:
-        shape = st.shape
-        if len(shape) not in (1, 3) or min(shape) <= 0:
+        shape = self.input_shape(st, scope)
+        if shape is None:
+            self._no_input_reported = True  # the layers after it, and the network, are no news
+            self._input_failed = True
+            return None
+        if len(shape) not in (1, 3):
             self.bag.error(f"an input shape is CxHxW (or C for a flat input) with positive sizes, "
                            f"got {fmt_shape(shape)}", st.span)
             return None
@@ -134,6 +139,27 @@ class Elaborator:
         scope.names[st.name] = idx
         self.inputs.append(InputSpec(st.name, shape, idx, options, st.span))
         return idx
+
+    def input_shape(self, st: S.InputDecl, scope: Scope) -> tuple[int, ...] | None:
+        """The input's size, each dimension evaluated with the network's parameters; None after an error (reported
+        at the dimension at fault)."""
+        shape, ok = [], True
+        for d in st.dims:
+            v = self.evaluator.eval(d, scope.env, scope.trace)
+            if v is None:
+                ok = False
+            elif isinstance(v, tuple) or not isinstance(v, int):
+                what = fmt_shape(v) if isinstance(v, tuple) else repr(v)
+                self.bag.error(f"an input size must be a positive integer, got {what}"
+                               + _from_parameters(d, scope.env), d.span, scope.trace)
+                ok = False
+            elif v <= 0:
+                self.bag.error(f"an input size must be a positive integer, got {v}" + _from_parameters(d, scope.env),
+                               d.span, scope.trace)
+                ok = False
+            else:
+                shape.append(v)
+        return tuple(shape) if ok else None
 
     def output_decl(self, st: S.OutputDecl, scope: Scope, flow: int | None) -> None:
         if st.condition is not None and not self.evaluator.condition(st.condition, scope.env, scope.trace):
@@ -358,6 +384,22 @@ class Elaborator:
                            comp.kind_span, scope.trace)
             return None
         return expand(self, comp, scope, flow)
+
+
+def _from_parameters(expr: S.Expr, env: dict[str, object]) -> str:
+    """`` (from `size` = 2.5)``: the parameters an expression reads, with their values, for a message."""
+    names, stack = [], [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, S.Var) and e.name in env and e.name not in BUILTIN_NAMES and e.name not in names:
+            names.append(e.name)
+        elif isinstance(e, S.BinOp):
+            stack += [e.right, e.left]
+        elif isinstance(e, S.Neg):
+            stack.append(e.operand)
+    if not names:
+        return ""
+    return " (from " + ", ".join(f"`{n}` = {env[n]!r}" for n in names) + ")"
 
 
 def _option_value(v: object) -> object:
