@@ -210,3 +210,81 @@ def test_resize_like_matches_torch_interpolate_to_the_reference_size():
     expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=(20, 15), mode="bilinear",
                                                align_corners=False)
     _assert_close(out, expected.numpy())
+
+
+# ----------------------------------------------------------------------------- crop
+def _center_crop(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """torchvision's center_crop offsets: int(round((H - h) / 2.0)), Python's round (half to even)."""
+    top, left = int(round((x.shape[2] - h) / 2.0)), int(round((x.shape[3] - w) / 2.0))
+    return x[:, :, top:top + h, left:left + w]
+
+
+@pytest.mark.parametrize(("shape", "layer", "expected", "offsets"), [
+    ("2x8x8", "crop 4x4", (2, 4, 4), (2, 2)),
+    ("2x9x10", "crop 4x7", (2, 4, 7), (2, 2)),  # (9-4)/2 = 2.5 -> 2, (10-7)/2 = 1.5 -> 2: half to even
+    ("2x8x11", "crop 5", (2, 5, 5), (2, 3)),  # 1.5 -> 2, 3
+    ("2x7x7", "crop 7x7", (2, 7, 7), (0, 0)),
+    ("2x13x6", "crop 2x1", (2, 2, 1), (6, 2)),  # 5.5 -> 6, 2.5 -> 2
+])
+def test_crop_shapes_offsets_and_values(shape, layer, expected, offsets):
+    net, model = compiled(one_layer(shape, layer))
+    node = net.graph.nodes[-1]
+    assert node.shape == expected and node.attrs.offsets == offsets
+    assert [n.op_type for n in model.graph.node] == ["Slice"]
+    x = np.random.default_rng(2).standard_normal((2, *map(int, shape.split("x")))).astype(np.float32)
+    (out,) = run_onnx(model, {"image": x}).values()
+    np.testing.assert_array_equal(out, _center_crop(x, *expected[1:]))
+
+
+def test_crop_like_a_skip_connection():
+    """The original U-Net: the contracting path's tensor is cropped to the upsampled one and concatenated."""
+    net, model = compiled(dedent("""
+        network unet_step {
+            input image: 1x40x40
+            conv 8 3x3 -> relu -> conv 8 3x3 -> skip: relu
+            maxpool 2x2 -> conv 16 3x3 -> relu -> conv 16 3x3 -> relu
+            up: convtranspose 8 2x2 /2
+            @skip -> c: crop like @up
+            concat(@c, @up) -> conv 8 3x3
+        }
+    """))
+    nodes = {n.name: n for n in net.graph.nodes}
+    assert nodes["skip"].shape == (8, 36, 36) and nodes["up"].shape == (8, 28, 28)
+    assert nodes["c"].shape == (8, 28, 28) and nodes["c"].attrs.offsets == (4, 4)
+    assert net.graph.nodes[-1].shape == (8, 26, 26)
+    rows = {r.name: r for r in net.summary().layers}
+    assert rows["c"].receptive_field == rows["skip"].receptive_field  # the crop reads @skip's values only
+
+
+@pytest.mark.parametrize(("layer", "message", "column"), [
+    ("crop 300x300", "crop 300x300 is larger than its input 3x8x8", 5),
+    ("crop 4x9", "crop 4x9 is larger than its input 3x8x8", 5),
+    ("crop", "crop needs its output size", 5),
+    ("crop 4x4 like @image", "not both", 5),
+    ("crop like @nope", "unknown tensor `@nope`", 15),
+    ("crop 0x2", "crop size must be positive, got 0x2", 5),
+])
+def test_crop_errors(layer, message, column):
+    text = error_of(one_layer("3x8x8", layer))
+    assert message in text and f"<string>:3:{column}: error:" in text
+
+
+def test_crop_like_a_larger_tensor_is_an_error():
+    text = error_of(dedent("""
+        network t {
+            input image: 3x8x8
+            conv 4 3x3 -> crop like @image
+        }
+    """))
+    assert "crop like @image (8x8) is larger than its input 4x6x6" in text
+
+
+@pytest.mark.torch
+def test_crop_matches_torchvision_center_crop():
+    torch = pytest.importorskip("torch", reason="the comparison with torchvision needs torch (optional)")
+    tvf = pytest.importorskip("torchvision.transforms.functional", reason="needs torchvision (optional)")
+    for shape, size in (((3, 9, 10), (4, 7)), ((3, 13, 6), (2, 1)), ((3, 64, 64), (56, 56)), ((3, 11, 11), (4, 4))):
+        _, model = compiled(one_layer("x".join(map(str, shape)), f"crop {size[0]}x{size[1]}"))
+        x = np.random.default_rng(4).standard_normal((2, *shape)).astype(np.float32)
+        (out,) = run_onnx(model, {"image": x}).values()
+        np.testing.assert_array_equal(out, tvf.center_crop(torch.from_numpy(x), list(size)).numpy())

@@ -56,10 +56,10 @@ DEFAULT_PROFILE = (1, 1, 32)
 # ONNX ops TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.5+, opsets <= 17),
 # restricted to the op types netdsl can emit; tests pin netdsl's lowering against this set.
 TRT_SUPPORTED_OPS = frozenset({
-    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Conv", "Div", "Erf", "Flatten",
-    "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu",
-    "LRN", "MaxPool", "Mean", "Mul", "Pad", "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid",
-    "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Conv", "ConvTranspose", "Div", "Erf",
+    "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity",
+    "LeakyRelu", "LRN", "MaxPool", "Mean", "Mul", "Pad", "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Shape",
+    "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 })
 # Emitted only at opsets where TensorRT 10+ documents support (Gelu is opset 20).
 TRT_SUPPORTED_NEW_OPS = frozenset({"Gelu"})

@@ -39,8 +39,8 @@ from .merge import Concat, Elementwise, Mean, Merge
 from .pointwise import Activation, Dropout, Identity, Pointwise, Softmax, gelu, hardswish, silu, simple
 from .pool import AvgPool, MaxPool, Pool, adaptive_windows
 from .reshape import ChannelShuffle, Flatten, Slice
-from .resize import Resize, Upsample
-from .windowed import Conv, Windowed
+from .resize import Crop, Resize, Upsample
+from .windowed import Conv, ConvTranspose, Windowed
 
 __all__ = [
     "MERGES", "OPS", "Activation", "ArgValue", "Attrs", "AvgPool", "BatchNorm", "ChannelShuffle", "Concat", "Conv",
@@ -80,6 +80,8 @@ register(Slice())
 # shape-changing ops: resizing, padding, cropping, transposed convolution, reshape and permute
 register(Upsample())
 register(Resize())
+register(ConvTranspose())
+register(Crop())
 
 register_merge(Elementwise("add", "Add", "elementwise sum: add(@a, @b, ...)"))
 register_merge(Elementwise("mul", "Mul", "elementwise product, Cx1x1 broadcast over CxHxW: mul(@a, @b)"))

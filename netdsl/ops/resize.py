@@ -139,6 +139,43 @@ class Resize(Interpolating):
         b.emit("Resize", [b.input(node, 0), "", "", sizes], **self.resize_attrs(node.attrs))
 
 
+class Crop(Op):
+    """A centre crop to a size (``crop 388x388``) or to another tensor's size (``crop like @up``): the original
+    U-Net's skip connections. The offsets round as torchvision's ``center_crop``:
+    ``top = int(round((H - h) / 2))`` (Python's round, half to even)."""
+
+    name = "crop"
+    summary = "centre crop: crop HxW | crop like @ref (torchvision's center_crop offsets)"
+    onnx_ops = ("Slice",)
+    options = (Option("size", "pair", positional=True, help="the output size HxW"),
+               Option("like", "ref", help="a tensor whose HxW to take, such as @up"))
+
+    def validate(self, a):
+        if a.size is not None and a.like is not None:
+            raise OpError("crop takes one output size, `crop HxW` or `crop like @tensor`, not both")
+        if a.size is None and a.like is None:
+            raise OpError("crop needs its output size: `crop HxW` or `crop like @tensor`")
+        if a.size is not None and min(a.size) <= 0:
+            raise OpError(f"crop size must be positive, got {fmt_shape(a.size)}")
+        a["to"] = a.size
+
+    def infer(self, a, inputs):
+        x = inputs[0]
+        _need_rank("crop", x, 3)
+        hw = _target_hw("crop", a, inputs)
+        if hw[0] > x[1] or hw[1] > x[2]:
+            what = f"crop like {a.like} ({fmt_shape(hw)})" if a.like else f"crop {fmt_shape(hw)}"
+            raise OpError(f"{what} is larger than its input {fmt_shape(x)}")
+        offsets = tuple(int(round((n - m) / 2.0)) for n, m in zip(x[1:], hw, strict=True))
+        return (x[0], *hw), a.with_(offsets=offsets)
+
+    def lower(self, b, node):
+        (top, left), (_, h, w) = node.attrs.offsets, node.shape
+        b.emit("Slice", [b.input(node, 0), b.const(f"crop.starts.{top}x{left}", [top, left], "int64"),
+                         b.const(f"crop.ends.{top + h}x{left + w}", [top + h, left + w], "int64"),
+                         b.const("int64.2x3", [2, 3], "int64")])
+
+
 def _target_hw(op: str, a: Attrs, inputs: list[Shape]) -> Pair:
     """The spatial size of ``to HxW`` or of the ``like @ref`` tensor (the layer's second input)."""
     if a.like is None:

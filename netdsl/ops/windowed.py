@@ -1,5 +1,5 @@
-"""Sliding-window ops: the :class:`Windowed` base (output size, padding, receptive field, unread input)
-and the convolution. Pooling, also windowed, is in :mod:`netdsl.ops.pool`."""
+"""Sliding-window ops: the :class:`Windowed` base (output size, padding, receptive field, unread input),
+the convolution and the transposed convolution. Pooling, also windowed, is in :mod:`netdsl.ops.pool`."""
 
 from __future__ import annotations
 
@@ -152,3 +152,93 @@ class Conv(Windowed):
         ins = [b.input(node, 0), b.weight(node, "weight")] + ([b.weight(node, "bias")] if a.bias else [])
         b.emit("Conv", ins, kernel_shape=list(a.kernel), strides=list(a.stride), pads=_onnx_pads(a.pads),
                dilations=list(a.dilation), group=a.groups)
+
+
+# ----------------------------------------------------------------------------- transposed convolution
+class ConvTranspose(Op):
+    """PyTorch's ``ConvTranspose2d``: the gradient of a convolution with the same arguments, used to upsample
+    (U-Net's up-convolutions, FCN's learned upsampling). Per spatial axis
+    ``out = (W - 1)*S - 2P + D*(F - 1) + Q + 1`` with ``Q`` the output padding."""
+
+    name = "convtranspose"
+    aliases = ("deconv",)
+    summary = ("transposed 2-D convolution: convtranspose OUT KxK [/S] [pad P] [output_pad Q] [groups G] "
+               "[dilation D] [nobias]")
+    onnx_ops = ("ConvTranspose",)
+    options = (
+        Option("out", "int", positional=True, required=True, help="the number of output channels"),
+        Option("kernel", "pair", positional=True, required=True, help="a kernel size such as 2x2"),
+        Option("stride", "pair", (1, 1)),
+        Option("pad", "pair", (0, 0), aliases=("padding",)),
+        Option("output_pad", "pair", (0, 0), aliases=("output_padding",)),
+        Option("dilation", "pair", (1, 1), aliases=("dil",)),
+        Option("groups", "int", 1),
+        Option("bias", "bool", True),
+        Option("nobias", "flag"),
+    )
+
+    def validate(self, a):
+        if a.out <= 0:
+            raise OpError(f"convtranspose needs a positive number of output channels, got {a.out}")
+        for what in ("kernel", "stride", "dilation"):
+            if min(a[what]) <= 0:
+                raise OpError(f"convtranspose {what} must be positive, got {fmt_shape(a[what])}")
+        if min(a.pad) < 0 or min(a.output_pad) < 0:
+            raise OpError("convtranspose padding must not be negative")
+        for q, s, d in zip(a.output_pad, a.stride, a.dilation, strict=True):
+            if q >= max(s, d):  # PyTorch's rule: the extra rows must fall inside one stride (or dilation) step
+                raise OpError(f"convtranspose output_pad {fmt_shape(a.output_pad)} must be smaller than the stride "
+                              f"{fmt_shape(a.stride)} or the dilation {fmt_shape(a.dilation)}")
+        if a.groups <= 0:
+            raise OpError(f"convtranspose groups must be positive, got {a.groups}")
+        if a.nobias:
+            a["bias"] = False
+
+    def infer(self, a, inputs):
+        (x,) = inputs
+        _need_rank("convtranspose", x, 3)
+        if x[0] % a.groups or a.out % a.groups:
+            raise OpError(f"groups {a.groups} must divide both the input channels ({x[0]}) "
+                          f"and the output channels ({a.out})")
+        hw = tuple((n - 1) * s - 2 * p + d * (k - 1) + q + 1 for n, s, p, d, k, q
+                   in zip(x[1:], a.stride, a.pad, a.dilation, a.kernel, a.output_pad, strict=True))
+        if min(hw) <= 0:
+            raise OpError(f"convtranspose of {fmt_shape(x)} gives an empty output {fmt_shape((a.out, *hw))}: "
+                          f"its padding {fmt_shape(a.pad)} removes more than the kernel adds")
+        # ONNX: PyTorch crops the full output by P at the start and by P - Q at the end. ONNX Runtime refuses an
+        # output_padding not below the stride, so Q goes into the end padding where it can
+        end = tuple(max(p - q, 0) for p, q in zip(a.pad, a.output_pad, strict=True))
+        extra = tuple(max(q - p, 0) for p, q in zip(a.pad, a.output_pad, strict=True))
+        if any(e >= s for e, s in zip(extra, a.stride, strict=True)):
+            raise OpError(f"convtranspose output_pad {fmt_shape(a.output_pad)} beyond the padding "
+                          f"{fmt_shape(a.pad)} must be smaller than the stride {fmt_shape(a.stride)} (ONNX Runtime "
+                          f"refuses more; PyTorch allows up to the dilation)")
+        return (a.out, *hw), a.with_(in_channels=x[0], pads=(*a.pad, *a.pad), onnx_pads=(*a.pad, *end),
+                                     onnx_output_pad=extra)
+
+    def weights(self, a, inputs):
+        per_group = a.out // a.groups
+        # PyTorch's layout C_in x K/G x F x F; its initialisation takes fan_in from dimension 1
+        w = [WeightSpec("weight", (a.in_channels, per_group, *a.kernel), "param", "he_normal",
+                        per_group * a.kernel[0] * a.kernel[1])]
+        if a.bias:
+            w.append(WeightSpec("bias", (a.out,), "param", "zeros"))
+        return w
+
+    def macs(self, a, inputs, out):
+        # every input element meets every tap of its group's kernels once (torch.utils.flop_counter: the
+        # transposed convolution's FLOPs count over the input's positions)
+        _, h, w = inputs[0]
+        return h * w * a.in_channels * (a.out // a.groups) * a.kernel[0] * a.kernel[1]
+
+    def window(self, a, inputs):
+        # an output reads the inputs within ceil(F' / S) positions of the input grid, which it divides by S
+        k = tuple(max(1, math.ceil(((f - 1) * d + 1) / s)) for f, d, s in zip(a.kernel, a.dilation, a.stride,
+                                                                               strict=True))
+        return k, (1 / a.stride[0], 1 / a.stride[1])
+
+    def lower(self, b, node):
+        a = node.attrs
+        ins = [b.input(node, 0), b.weight(node, "weight")] + ([b.weight(node, "bias")] if a.bias else [])
+        b.emit("ConvTranspose", ins, kernel_shape=list(a.kernel), strides=list(a.stride), pads=list(a.onnx_pads),
+               dilations=list(a.dilation), group=a.groups, output_padding=list(a.onnx_output_pad))
