@@ -247,6 +247,8 @@ def _space(p: _Tok, t: _Tok) -> str:
         return ""
     if t.text == "=" and t.role == "tight" or p.text == "=" and p.role == "tight":
         return ""
+    if t.text == "(" and p.role in ("binary", "unary") and t.in_layer and p.in_layer:
+        return ""  # `conv anchors*(5+classes) 1x1`: a layer argument is written without spaces
     if t.text == "(":
         return "" if t.role == "list" else " "
     if t.text == "<" and t.role == "composite" or p.text == "<" and p.role == "composite":

@@ -86,6 +86,9 @@ SHAPE_CASES = [
     ((3, 5, 7), "upsample 3", (3, 15, 21)),
     ((3, 5, 7), "resize to 9x4 bilinear", (3, 9, 4)),  # more cases in test_ops_resize.py
     ((3, 5, 7), "crop 3x4", (3, 3, 4)),
+    ((3, 5, 7), "pad 1x2 reflect", (3, 7, 11)),
+    ((3, 5, 7), "reshape 5 21", (5, 21)),  # more in test_ops_reshape.py
+    ((3, 5, 7), "permute 2 0 1", (7, 3, 5)),
     ((3, 5, 7), "convtranspose 4 3x3 /2 pad 1", (4, 9, 13)),  # more in test_ops_convtranspose.py
     ((3, 5, 7), "deconv 4 2x2 /2", (4, 10, 14)),
     ((3, 5, 7), "bn", (3, 5, 7)),

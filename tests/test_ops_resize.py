@@ -288,3 +288,122 @@ def test_crop_matches_torchvision_center_crop():
         x = np.random.default_rng(4).standard_normal((2, *shape)).astype(np.float32)
         (out,) = run_onnx(model, {"image": x}).values()
         np.testing.assert_array_equal(out, tvf.center_crop(torch.from_numpy(x), list(size)).numpy())
+
+
+# ----------------------------------------------------------------------------- pad
+PAD_CASES = [
+    ("3x5x7", "pad 1", (3, 7, 9), {"pad": (1, 1, 1, 1)}),
+    ("3x5x7", "pad 2x1", (3, 9, 9), {"pad": (1, 1, 2, 2)}),
+    ("3x5x7", "pad 2 constant 0.5", (3, 9, 11), {"pad": (2, 2, 2, 2), "value": 0.5}),
+    ("3x5x7", "pad 4x6 reflect", (3, 13, 19), {"pad": (6, 6, 4, 4), "mode": "reflect"}),
+    ("3x5x7", "pad 3x9 replicate", (3, 11, 25), {"pad": (9, 9, 3, 3), "mode": "replicate"}),
+    ("3x1x1", "pad 2 replicate", (3, 5, 5), {"pad": (2, 2, 2, 2), "mode": "replicate"}),
+    ("3x5x7", "pad 0x1 constant 0", (3, 5, 9), {"pad": (1, 1, 0, 0)}),
+]
+
+
+def _numpy_pad(x: np.ndarray, kwargs: dict) -> np.ndarray:
+    """numpy's np.pad with PyTorch's modes (reflect: edge excluded; replicate: numpy's `edge`)."""
+    left, right, top, bottom = kwargs["pad"]
+    width = ((0, 0), (0, 0), (top, bottom), (left, right))
+    mode = kwargs.get("mode", "constant")
+    if mode == "constant":
+        return np.pad(x, width, constant_values=kwargs.get("value", 0.0))
+    return np.pad(x, width, mode={"reflect": "reflect", "replicate": "edge"}[mode])
+
+
+@pytest.mark.parametrize(("shape", "layer", "expected", "kwargs"), PAD_CASES, ids=[c[1] for c in PAD_CASES])
+def test_pad_shapes_and_values(shape, layer, expected, kwargs):
+    net, model = compiled(one_layer(shape, layer))
+    assert net.graph.nodes[-1].shape == expected and net.summary().params == 0
+    assert [n.op_type for n in model.graph.node] == ["Pad"]
+    x = np.random.default_rng(5).standard_normal((2, *map(int, shape.split("x")))).astype(np.float32)
+    (out,) = run_onnx(model, {"image": x}).values()
+    np.testing.assert_array_equal(out, _numpy_pad(x, kwargs))
+
+
+@pytest.mark.parametrize(("layer", "message", "column"), [
+    ("pad 8 reflect", "pad 8x8 reflect must be smaller than the input's size 8x6", 5),
+    ("pad 2x6 reflect", "pad 2x6 reflect must be smaller than the input's size 8x6", 5),
+    ("pad 1 reflect replicate", "pad takes one mode of `constant V`, `reflect` and `replicate`", 5),
+    ("pad 1 constant 0 reflect", "got constant and reflect", 5),
+    ("pad", "pad needs the padding N or HxW", 5),
+    ("pad 1 constant", "`constant` needs a value", 11),
+    ("pad 1-2", "pad size must not be negative, got -1x-1", 5),
+    ("relu pad", "`pad` is a layer, not an argument of relu", 10),
+])
+def test_pad_errors(layer, message, column):
+    text = error_of(one_layer("3x8x6", layer))
+    assert message in text and f"<string>:3:{column}: error:" in text
+
+
+def test_pad_the_layer_and_pad_the_option_live_together():
+    net, _ = compiled(one_layer("3x8x8", "pad 1 -> conv 4 3x3 pad 1 -> maxpool 2x2 pad 1 -> pad 2 reflect"))
+    assert [n.shape for n in net.graph.nodes[1:]] == [(3, 10, 10), (4, 10, 10), (4, 6, 6), (4, 10, 10)]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(("shape", "layer", "expected", "kwargs"), PAD_CASES, ids=[c[1] for c in PAD_CASES])
+def test_pad_matches_torch(shape, layer, expected, kwargs):
+    torch = pytest.importorskip("torch", reason="the comparison with F.pad needs torch (optional)")
+    _, model = compiled(one_layer(shape, layer))
+    x = np.random.default_rng(6).standard_normal((2, *map(int, shape.split("x")))).astype(np.float32)
+    (out,) = run_onnx(model, {"image": x}).values()
+    mode = kwargs.get("mode", "constant")
+    extra = {"value": kwargs.get("value", 0.0)} if mode == "constant" else {}
+    want = torch.nn.functional.pad(torch.from_numpy(x), kwargs["pad"], mode=mode, **extra).numpy()
+    np.testing.assert_array_equal(out, want)
+
+
+def test_textmate_grammar_scopes_pad_as_a_layer_and_as_an_option(tmp_path):
+    """`pad` is a layer at the start of an element and an option after a layer's argument."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parent / "textmate"
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (the TextMate tokenizer runs under node)")
+    if not (tool / "node_modules" / "vscode-textmate").is_dir():
+        pytest.skip("vscode-textmate is not installed: run `npm ci` in tests/textmate")
+    path = tmp_path / "t.net"
+    path.write_text(dedent("""
+        network t {
+            input image: 3x8x8
+            pad 1 -> conv 4 3x3 pad 1 -> c: pad 2 reflect
+            resize like @image bilinear -> crop 4x4
+        }
+    """))
+    r = subprocess.run(["node", str(tool / "tokenize.js"), str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (tokens,) = json.loads(r.stdout).values()
+    scopes = [(t[3].strip(), t[4][-1].rsplit(".", 1)[0]) for t in tokens if t[3].strip()]
+    assert [s for w, s in scopes if w == "pad"] == ["keyword.other.op", "variable.parameter.option", "keyword.other.op"]
+    assert ("resize", "keyword.other.op") in scopes and ("crop", "keyword.other.op") in scopes
+    assert ("like", "variable.parameter.option") in scopes and ("reflect", "variable.parameter.option") in scopes
+    assert ("@image", "variable.other.reference") in scopes
+
+
+EVERY_SHAPE_OP = dedent("""
+    network t {
+        input image: 3x8x8
+        upsample 1.5 bilinear -> resize like @image -> resize to 6x10 -> upsample 2 bilinear align_corners
+        pad 1 constant 0.5 -> pad 1 reflect -> pad 2x1 replicate -> crop like @image -> crop 6
+        convtranspose 4 2x2 /2 -> deconv 4 3x3 /2 pad 1 output_pad 1 -> reshape 4 24 24 -> permute 0 2 1
+    }
+""")
+
+
+@pytest.mark.parametrize("opset", ["min", "newest"])
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_every_shape_op_at_the_oldest_and_newest_opset_and_in_fp16(opset, dtype):
+    from netdsl.lower import MIN_OPSET, max_opset
+
+    net = netdsl.load(EVERY_SHAPE_OP)
+    assert net.graph.nodes[-1].shape == (4, 24, 24)
+    model = net.to_onnx(opset=MIN_OPSET if opset == "min" else max_opset(), dtype=dtype)
+    onnx.checker.check_model(model, full_check=True)
+    assert {"Resize", "Pad", "Slice", "ConvTranspose", "Reshape", "Transpose"} <= {n.op_type for n in model.graph.node}
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float16 if dtype == "fp16" else np.float32)
+    assert run_onnx(model, {"image": x})["output"].shape == (2, 4, 24, 24)

@@ -177,6 +177,7 @@ network every_op {
     conv 8 3x3 pad 1 -> bn -> relu -> leaky_relu -> relu6 -> sigmoid -> tanh -> hardswish -> hardsigmoid
     silu -> gelu -> lrn 3 -> dropout -> identity -> channel_shuffle 2 -> upsample 2 -> maxpool 2x2 /2
     slice 0 8 -> resize to 12x12 bilinear -> resize like @x -> convtranspose 8 2x2 /2 -> crop like @x
+    pad 1 -> pad 1 reflect -> crop 16x16 -> reshape 8 2 128 -> permute 0 2 1 -> reshape 8 16 16
     a: avgpool 3x3 /1 pad 1 ceil
     b: conv 8 3x3 pad 1 groups 2 -> scale< avgpool global -> conv 8 1x1 -> sigmoid >
     c: add(@a, @b)

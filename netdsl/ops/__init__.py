@@ -38,8 +38,8 @@ from .layers import BatchNorm, Fc, Lrn
 from .merge import Concat, Elementwise, Mean, Merge
 from .pointwise import Activation, Dropout, Identity, Pointwise, Softmax, gelu, hardswish, silu, simple
 from .pool import AvgPool, MaxPool, Pool, adaptive_windows
-from .reshape import ChannelShuffle, Flatten, Slice
-from .resize import Crop, Resize, Upsample
+from .reshape import ChannelShuffle, Flatten, Permute, Reshape, Slice
+from .resize import Crop, Pad, Resize, Upsample
 from .windowed import Conv, ConvTranspose, Windowed
 
 __all__ = [
@@ -82,6 +82,9 @@ register(Upsample())
 register(Resize())
 register(ConvTranspose())
 register(Crop())
+register(Pad())
+register(Reshape())
+register(Permute())
 
 register_merge(Elementwise("add", "Add", "elementwise sum: add(@a, @b, ...)"))
 register_merge(Elementwise("mul", "Mul", "elementwise product, Cx1x1 broadcast over CxHxW: mul(@a, @b)"))

@@ -139,6 +139,46 @@ class Resize(Interpolating):
         b.emit("Resize", [b.input(node, 0), "", "", sizes], **self.resize_attrs(node.attrs))
 
 
+class Pad(Op):
+    """Padding by ``P`` rows and columns on each side (``HxW``: ``H`` above and below, ``W`` left and right):
+    ``F.pad(x, (W, W, H, H), mode)`` with ``constant`` (value ``V``, default 0), ``reflect`` or ``replicate``."""
+
+    name = "pad"
+    summary = "padding on every side: pad P [constant V | reflect | replicate] (P: N or HxW)"
+    onnx_ops = ("Pad",)
+    options = (Option("size", "pair", positional=True, required=True, help="the padding N or HxW"),
+               Option("constant", "float", help="the padding value (default 0)"),
+               Option("reflect", "flag", help="mirror the input, edge excluded (PyTorch's `reflect`)"),
+               Option("replicate", "flag", help="repeat the edge (PyTorch's `replicate`, ONNX's `edge`)"))
+
+    def validate(self, a):
+        if min(a.size) < 0:
+            raise OpError(f"pad size must not be negative, got {fmt_shape(a.size)}")
+        modes = (["constant"] if a.constant is not None else []) + [m for m in ("reflect", "replicate") if a[m]]
+        if len(modes) > 1:
+            raise OpError(f"pad takes one mode of `constant V`, `reflect` and `replicate`, got {' and '.join(modes)}")
+        a["mode"] = modes[0] if modes else "constant"
+        a["value"] = 0.0 if a.constant is None else a.constant
+
+    def infer(self, a, inputs):
+        (x,) = inputs
+        _need_rank("pad", x, 3)
+        ph, pw = a.size
+        if a.mode == "reflect" and (ph >= x[1] or pw >= x[2]):  # PyTorch's rule: a mirror needs rows to mirror
+            raise OpError(f"pad {fmt_shape(a.size)} reflect must be smaller than the input's size {fmt_shape(x[1:])}")
+        return (x[0], x[1] + 2 * ph, x[2] + 2 * pw), a
+
+    def lower(self, b, node):
+        a = node.attrs
+        ph, pw = a.size
+        pads = b.const(f"pad.{ph}x{pw}", [0, 0, ph, pw, 0, 0, ph, pw], "int64")
+        if a.mode == "constant":
+            value = b.const(f"float.{a.value!r}", a.value, "float32")
+            b.emit("Pad", [b.input(node, 0), pads, value], mode="constant")
+        else:
+            b.emit("Pad", [b.input(node, 0), pads], mode="reflect" if a.mode == "reflect" else "edge")
+
+
 class Crop(Op):
     """A centre crop to a size (``crop 388x388``) or to another tensor's size (``crop like @up``): the original
     U-Net's skip connections. The offsets round as torchvision's ``center_crop``:
