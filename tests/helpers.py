@@ -228,6 +228,38 @@ def parity_cases() -> list[tuple[Path, str, tuple[int, ...]]]:
     return out
 
 
+def parity_args(path: Path) -> dict[str, int]:
+    """The network arguments the parity comparison compiles ``path`` with: its header line
+    ``# parity-args: aux=1 height=128 width=160`` (``--arg`` values that match the torchvision call and the
+    parity input), else none."""
+    import re
+
+    head = path.read_text(encoding="utf-8")[:3000]
+    m = re.search(r"^# parity-args: *((?:\w+=-?\d+ *)+)$", head, re.M)
+    return {k: int(v) for k, v in (item.split("=") for item in m.group(1).split())} if m else {}
+
+
+def reference_outputs(result) -> dict[str, np.ndarray]:
+    """A torchvision model's result as named float32 arrays: a segmentation model's dict (``{"out", "aux"}``)
+    as it is; a classifier's logits (a tensor, or an object with ``.logits``) as ``{"logits": ...}``."""
+    if isinstance(result, Mapping):
+        return {name: value.detach().numpy().astype(np.float32) for name, value in result.items()}
+    result = result.logits if hasattr(result, "logits") else result
+    return {"logits": result.detach().numpy().astype(np.float32)}
+
+
+def paired_outputs(expected: Mapping[str, np.ndarray],
+                   actual: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, torchvision's, netdsl's) for every output torchvision gave: by name where the network declares
+    outputs of those names (``out``, ``aux``); a single ``logits`` against the network's single output,
+    whatever it is called. Fails when the network has other outputs or lacks one."""
+    if list(expected) == ["logits"] and len(actual) == 1:
+        ((name, got),) = actual.items()
+        return [(name, expected["logits"], got)]
+    assert list(actual) == list(expected), f"outputs {list(actual)}, torchvision gives {list(expected)}"
+    return [(name, want, actual[name]) for name, want in expected.items()]
+
+
 def parity_weights(net: netdsl.Network, seed: int) -> dict[str, np.ndarray]:
     """netdsl's deterministic initial weights from ``seed``, with every batch norm given non-trivial statistics
     and affine parameters drawn from ``seed + 1`` (the initial ones, mean 0 and variance 1, would hide a bn that
@@ -248,13 +280,21 @@ def parity_input(shape: tuple[int, ...], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+def torchvision_namespace() -> dict[str, object]:
+    """The names a ``# torchvision:`` header's call may use: ``torchvision.models`` and its segmentation models
+    (``fcn_resnet50``, ...), which torchvision keeps in ``torchvision.models.segmentation``."""
+    import torchvision.models as tvm
+
+    return {**vars(tvm), **vars(tvm.segmentation)}
+
+
 def torchvision_model(ctor: str, seed: int = 0):
     """torchvision's model from a zoo header's call, random weights from ``seed`` and random batch-norm statistics
     (skips the test where torch or torchvision is missing)."""
     torch = pytest.importorskip("torch", reason="parity tests need torch (optional)")
-    tvm = pytest.importorskip("torchvision.models", reason="parity tests need torchvision (optional)")
+    pytest.importorskip("torchvision.models", reason="parity tests need torchvision (optional)")
     torch.manual_seed(seed)
-    model = eval(ctor, {"__builtins__": {}}, vars(tvm))  # noqa: S307 - a trusted header line of our zoo
+    model = eval(ctor, {"__builtins__": {}}, torchvision_namespace())  # noqa: S307 - a trusted header line of our zoo
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for mod in model.modules():

@@ -2,9 +2,12 @@
 
 For every zoo file that names its torchvision counterpart in a header line
 ``# torchvision: resnet50()`` (a call on ``torchvision.models``; an optional
-``# parity-input: 3x299x299`` sets the input), build that model with random weights *and random BN
+``# parity-input: 3x299x299`` sets the input, an optional ``# parity-args: aux=1`` the network's arguments that
+match the call), build that model with random weights *and random BN
 statistics*, save its state_dict as safetensors, compile the .net with ``--weights`` and run the same
-random batch of 2 through ONNX Runtime (CPU) and through torchvision in eval mode:
+random batch of 2 through ONNX Runtime (CPU) and through torchvision in eval mode, and compare every output
+(a classifier's logits; a segmentation model's ``out`` and ``aux`` score maps, each by name and against its own
+largest value):
 
 * fp32: max |difference| <= 1e-4 * max |logit|
 * fp16 (``--dtype fp16 --fp32-io``): max |difference| <= 2e-2 * max |logit|. float16 keeps 11 significant
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import FP16_TOL, FP32_TOL, parity_cases, torchvision_model
+from helpers import FP16_TOL, FP32_TOL, paired_outputs, parity_args, parity_cases, reference_outputs, torchvision_model
 
 
 def _cases():
@@ -43,16 +46,17 @@ def test_parity_with_torchvision(path, ctor, dims, tmp_path):
     safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
     x = torch.randn(2, *dims, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        ref = model(x)
-    ref = (ref.logits if hasattr(ref, "logits") else ref).numpy()
+        ref = reference_outputs(model(x))
 
-    net = netdsl.load(path)
+    net = netdsl.load(path, args=parity_args(path))
     weights = net.load_weights(ckpt)  # strict: every key must match, num_batches_tracked ignored
-    scale = float(np.abs(ref).max())
     for dtype, tol in (("fp32", FP32_TOL), ("fp16", FP16_TOL)):
         sess = netdsl.Session(net.to_onnx(weights=weights, dtype=dtype, keep_io_fp32=True))
-        out = next(iter(sess.run({sess.inputs[0].name: x.numpy()}).values()))
-        diff = float(np.abs(out.astype(np.float64) - ref).max())
-        print(f"PARITY {path.stem} {dtype} max_abs_diff={diff:.3e} max_logit={scale:.3e} rel={diff / scale:.3e}")
-        assert out.shape == ref.shape
-        assert diff <= tol * scale, f"{path.stem} {dtype}: max diff {diff:.3g} > {tol} x max logit {scale:.3g}"
+        outs = sess.run({sess.inputs[0].name: x.numpy()})
+        for name, want, got in paired_outputs(ref, outs):
+            label = path.stem if len(ref) == 1 else f"{path.stem}.{name}"
+            scale = float(np.abs(want).max())
+            diff = float(np.abs(got.astype(np.float64) - want).max())
+            print(f"PARITY {label} {dtype} max_abs_diff={diff:.3e} max_logit={scale:.3e} rel={diff / scale:.3e}")
+            assert got.shape == want.shape
+            assert diff <= tol * scale, f"{label} {dtype}: max diff {diff:.3g} > {tol} x max logit {scale:.3g}"

@@ -7,7 +7,9 @@ netdsl network, compiled from the same state_dict (strict binding: the aux keys 
 three outputs within test_parity's tolerances. The heads' adaptive 4x4 pool on a 14x14 map has uneven,
 overlapping windows, so this also checks netdsl's general adaptive pooling against PyTorch.
 
-Needs torch and torchvision (optional); skipped cleanly when they are absent.
+Needs torch and torchvision (optional); skipped cleanly when they are absent. The checks that the auxiliary heads are
+optional (GoogLeNet's, and the segmentation models' ``aux_classifier``, compared with ``tests/test_parity.py``
+under the header's ``# parity-args: aux=1``) need neither.
 """
 
 from __future__ import annotations
@@ -66,3 +68,32 @@ def test_googlenet_default_has_no_aux_heads():
     with_aux = netdsl.load(GOOGLENET, args={"aux": 1})
     assert with_aux.summary().params == 13_004_888  # torchvision googlenet(aux_logits=True)
     assert {n.name for n in with_aux.graph.nodes} >= {n.name for n in net.graph.nodes}
+
+
+# torchvision's published figures for its segmentation weights (the COCO_WITH_VOC_LABELS_V1 entries, built with the
+# auxiliary head): num_params, and "_ops", GFLOPS at 3x520x520 that count conv and linear multiply-accumulates
+SEGMENTATION = {
+    "fcn_resnet50": (35_322_218, 152.717),
+    "deeplabv3_resnet50": (42_004_074, 178.722),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEGMENTATION))
+def test_segmentation_aux_head_is_optional(name):
+    import netdsl
+
+    path = GOOGLENET.parent / f"{name}.net"
+    net = netdsl.load(path)
+    assert [o.name for o in net.graph.outputs] == ["out"]
+    assert not any(n.startswith("aux_classifier.") for n, _, _ in net.graph.weight_specs())
+    with_aux = netdsl.load(path, args={"aux": 1})
+    assert [o.name for o in with_aux.graph.outputs] == ["out", "aux"]
+    shapes = {o.name: with_aux.graph.nodes[o.node].shape for o in with_aux.graph.outputs}
+    assert shapes == {"out": (21, 520, 520), "aux": (21, 520, 520)}  # both resized to the input's size
+    params, gmacs = SEGMENTATION[name]
+    summary = with_aux.summary()
+    assert summary.params == params
+    assert round(summary.macs / 1e9, 3) == gmacs
+    assert {k for k, _, _ in with_aux.graph.weight_specs()} - {k for k, _, _ in net.graph.weight_specs()} == {
+        f"aux_classifier.{i}.{w}" for i, w in [(0, "weight"), (1, "weight"), (1, "bias"), (1, "running_mean"),
+                                                (1, "running_var"), (4, "weight"), (4, "bias")]}

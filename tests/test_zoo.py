@@ -87,6 +87,8 @@ NO_TORCHVISION = {
     "se_resnet50": "torchvision has no SE-ResNet (the names follow timm's seresnet50)",
     "mobilenet_v1": "torchvision has no MobileNet v1 (the names are netdsl's own: features.N.depthwise/pointwise)",
     "fractalnet": "torchvision has no FractalNet (the names follow the recursion: block1.deep.0.shallow.conv)",
+    "unet": "torchvision has no U-Net (tests/test_unet.py checks it against a PyTorch module written to the paper)",
+    "unet_original": "torchvision has no U-Net (tests/test_unet.py: the paper's 572x572 -> 388x388, its formula)",
 }
 
 BATCH = 2

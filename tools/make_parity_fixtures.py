@@ -12,7 +12,11 @@ For each ``networks/<name>.net`` with a ``# torchvision: <call>`` header line th
 3. runs a standard-normal input batch drawn by numpy from ``--input-seed`` through it in float32,
 
 and writes ``tests/fixtures/parity/<name>.npz``: the logits and, as JSON in ``meta``, the seeds, the input
-shape, the torchvision call and the torch and torchvision versions. No weights are stored: the test
+shape, the torchvision call and the torch and torchvision versions. A segmentation model's result is a dict of
+score maps (``out``, ``aux``): each is stored under its name (``meta["outputs"]``), every third row and column
+of it (``meta["sample"]``: 3 is prime to the x8 and x16 bilinear upsamplings, so every interpolation phase is
+kept, in a file of a few hundred KB instead of megabytes), and the network is compiled with the header's
+``# parity-args`` (``meta["args"]``). No weights are stored: the test
 (tests/test_parity_reference.py) rebuilds them from the seed, compiles the .net, runs ONNX Runtime and
 compares, so it needs neither torch nor torchvision.
 
@@ -35,20 +39,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from helpers import PARITY, parity_cases, parity_input, parity_weights  # noqa: E402
+import helpers  # noqa: E402
+from helpers import PARITY, parity_args, parity_cases, parity_input, parity_weights  # noqa: E402
 
 import netdsl  # noqa: E402
 
+SAMPLE = 3  # a segmentation fixture keeps every third row and column of each score map
+
 
 def reference(path: Path, ctor: str, dims: tuple[int, ...], batch: int, weight_seed: int,
-              input_seed: int) -> tuple[np.ndarray, dict]:
+              input_seed: int) -> tuple[dict[str, np.ndarray], dict]:
     import torch
     import torchvision
-    import torchvision.models as tvm
 
-    net = netdsl.load(path)
+    args = parity_args(path)
+    net = netdsl.load(path, args=args)
     weights = parity_weights(net, weight_seed)
-    model = eval(ctor, {"__builtins__": {}}, vars(tvm))  # noqa: S307 - a header line of this repository's zoo
+    model = eval(ctor, {"__builtins__": {}}, helpers.torchvision_namespace())  # noqa: S307 - a header line of this zoo
     state = {k: torch.from_numpy(v.copy()) for k, v in weights.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
@@ -59,11 +66,14 @@ def reference(path: Path, ctor: str, dims: tuple[int, ...], batch: int, weight_s
     x = parity_input((batch, *dims), input_seed)
     with torch.no_grad():
         out = model(torch.from_numpy(x))
-    logits = (out.logits if hasattr(out, "logits") else out).numpy().astype(np.float32)
+    outputs = helpers.reference_outputs(out)
     meta = {"network": path.name, "torchvision": ctor, "input_shape": [batch, *dims], "input_seed": input_seed,
             "weight_seed": weight_seed, "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__, "netdsl_version": netdsl.__version__}
-    return logits, meta
+    if list(outputs) != ["logits"]:  # a dict of score maps
+        outputs = {name: value[..., ::SAMPLE, ::SAMPLE] for name, value in outputs.items()}
+        meta.update(outputs=list(outputs), sample=SAMPLE, args=args)
+    return outputs, meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no zoo network with a torchvision header: {', '.join(sorted(unknown))}")
     args.out.mkdir(parents=True, exist_ok=True)
     for path, ctor, dims in cases:
-        logits, meta = reference(path, ctor, dims, args.batch, args.weight_seed, args.input_seed)
+        outputs, meta = reference(path, ctor, dims, args.batch, args.weight_seed, args.input_seed)
         target = args.out / f"{path.stem}.npz"
-        np.savez_compressed(target, logits=logits, meta=np.array(json.dumps(meta, sort_keys=True)))
-        print(f"{target.relative_to(REPO)}: {path.stem} {tuple(logits.shape)}, max |logit| "
-              f"{float(np.abs(logits).max()):.4g}, {target.stat().st_size:,} bytes")
+        np.savez_compressed(target, **outputs, meta=np.array(json.dumps(meta, sort_keys=True)))
+        shapes = ", ".join(f"{name} {tuple(v.shape)} max |value| {float(np.abs(v).max()):.4g}"
+                           for name, v in outputs.items())
+        print(f"{target.relative_to(REPO)}: {path.stem} {shapes}, {target.stat().st_size:,} bytes")
     return 0
 
 

@@ -68,6 +68,9 @@ MODEL_SPECS = {
     "shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", {}, (3, 224, 224)),
     "efficientnet_b0": ("efficientnet_b0", {}, (3, 224, 224)),
     "regnet_y_400mf": ("regnet_y_400mf", {}, (3, 224, 224)),
+    "fcn_resnet50": ("fcn_resnet50", {"weights_backbone": None, "aux_loss": False}, (3, 520, 520)),
+    "deeplabv3_resnet50": ("deeplabv3_resnet50", {"weights_backbone": None, "aux_loss": False}, (3, 520, 520)),
+    "lraspp_mobilenet_v3_large": ("lraspp_mobilenet_v3_large", {"weights_backbone": None}, (3, 520, 520)),
 }
 
 
@@ -90,7 +93,7 @@ def build_model(name):
     import torchvision.models as tvm
 
     builder_name, kwargs, _ = MODEL_SPECS[name]
-    builder = getattr(tvm, builder_name)
+    builder = getattr(tvm, builder_name, None) or getattr(tvm.segmentation, builder_name)
     model = builder(weights=None, **kwargs)
     model.eval()
     return model
