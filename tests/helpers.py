@@ -233,6 +233,14 @@ def parity_weights(net: netdsl.Network, seed: int) -> dict[str, np.ndarray]:
     and affine parameters drawn from ``seed + 1`` (the initial ones, mean 0 and variance 1, would hide a bn that
     mixes them up). The same arrays whichever machine computes them: numpy's PCG64 stream."""
     weights = dict(net.initial_weights(seed))
+    # A grouped conv's weights scaled by 1/sqrt(groups), to the range torchvision's kaiming_normal_(mode="fan_out")
+    # gives them (it counts every output channel, not a group's): with depthwise convs sqrt(channels) larger, deep
+    # squeeze-and-excitation networks (efficientnet_v2_s) grow activations to ~1e6 and saturate their sigmoid
+    # gates, where float32 rounding flips gates and the logits are no longer reproducible to 1e-4.
+    for name, spec, node in net.graph.weight_specs():
+        groups = node.in_shapes[0][0] // spec.shape[1] if node.op.name == "conv" and name.endswith(".weight") else 1
+        if groups > 1:
+            weights[name] = weights[name] / np.float32(np.sqrt(groups))
     rng = np.random.default_rng(seed + 1)
     ranges = {"weight": (0.5, 1.5), "bias": (-0.5, 0.5), "running_mean": (-0.5, 0.5), "running_var": (0.5, 2.0)}
     for row in net.weight_table():
