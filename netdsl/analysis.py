@@ -146,6 +146,8 @@ def describe(node: Node) -> str:
             parts.append(f"dilation {fmt_shape(a.dilation)}")
         if a.get("ceil"):
             parts.append("ceil")
+    if a.get("per_position"):
+        parts.append("per_position")
     return " ".join(parts)
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import Diagnostic, Span
-from .ops import Attrs, Op, Shape, WeightSpec
+from .ops import Attrs, Op, Shape, WeightSpec, weight_name
 
 
 class InputOp(Op):
@@ -84,7 +84,7 @@ class Graph:
 
     def weight_specs(self) -> list[tuple[str, WeightSpec, Node]]:
         """Every weight tensor as (full name, spec, owning node), in graph order."""
-        return [(f"{n.name}.{w.suffix}", w, n) for n in self.nodes for w in n.weights]
+        return [(weight_name(n.name, w.suffix), w, n) for n in self.nodes for w in n.weights]
 
     @property
     def params(self) -> int:

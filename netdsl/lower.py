@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from .graph import INPUT, Graph, Node
-from .ops import Shape
+from .ops import Shape, weight_name
 from .weights import Initializer, computed, initial_value
 
 if TYPE_CHECKING:
@@ -89,7 +89,9 @@ class OnnxBuilder:
         self._added: set[str] = set()
         self._attributes: dict[tuple[str, str, str], onnx.AttributeProto] = {}
         self._types: dict[Shape, onnx.TypeProto] = {}
-        self.names = [n.name for n in graph.nodes]  # ONNX tensor name of each graph tensor
+        # ONNX tensor name of each graph tensor: the layer's path, unless a weight already has that name
+        # (a weight with an empty suffix, such as layer_scale's, is named by the path itself)
+        self.names = [n.name + "/out" if any(not w.suffix for w in n.weights) else n.name for n in graph.nodes]
         self._node: Node | None = None
         self._output = ""
         self._emitted = 0
@@ -100,7 +102,7 @@ class OnnxBuilder:
         return self.names[node.inputs[i]]
 
     def weight(self, node: Node, suffix: str) -> str:
-        name = f"{node.name}.{suffix}"
+        name = weight_name(node.name, suffix)
         if name not in self._added:
             self._added.add(name)
             if self.weights is not None:

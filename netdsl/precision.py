@@ -3,7 +3,8 @@
 Requires: an ONNX model whose floating-point tensors are float32 (netdsl's own, or one exported by a
 framework). Guarantees: every float32 tensor (initializers, Constant values, Cast targets, activations,
 inputs and outputs) becomes float16 — except inputs that ONNX requires to be float32 (Resize's
-``scales``), the ops listed in ``fp32_ops`` (computed in fp32 between Casts, e.g. Softmax), and, with
+``scales``), the ops listed in ``fp32_ops`` and :data:`FP32_OPS` (computed in fp32 between Casts, e.g.
+Softmax), and, with
 ``keep_io_fp32``, the graph inputs and outputs, which stay fp32 with Casts at the boundary (tensor
 names unchanged). TensorRT 11 is strongly typed, so this pass is how netdsl makes an fp16 engine.
 
@@ -25,6 +26,11 @@ from .passes import PassResult
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24  # smallest subnormal: anything smaller in magnitude becomes 0
 FP32_INPUT_SLOTS = {("Resize", 2), ("Upsample", 1)}  # (op type, input index) that must stay float32
+# Ops always computed in fp32 between Casts. InstanceNormalization (instancenorm, and groupnorm and layernorm
+# below the opsets of their own ONNX ops) computes a mean and a variance in its input's type, and the squares
+# of fp16 values overflow beyond 256; LayerNormalization and GroupNormalization (opset 21) keep their
+# statistics in fp32 by definition (``stash_type``), so they run in fp16.
+FP32_OPS = ("InstanceNormalization",)
 # A few values below 2**-24 in millions of trained or He-initialised weights (the tail of a normal
 # distribution) change nothing; a tensor that loses more than this share of its non-zero values does.
 UNDERFLOW_SHARE = 1e-3
@@ -87,9 +93,10 @@ def to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = False, fp32_ops: tuple[
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT and vi.name not in keep32:
             vi.type.tensor_type.elem_type = TensorProto.FLOAT16
     new_nodes: list[onnx.NodeProto] = []
+    fp32 = set(fp32_ops) | set(FP32_OPS)
     for node in g.node:
         _retype_node(node, keep32)
-        if node.op_type not in fp32_ops:
+        if node.op_type not in fp32:
             new_nodes.append(node)
             continue
         ins = []

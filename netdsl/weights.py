@@ -6,7 +6,8 @@ the costly ones ahead on worker threads. Lowering (:mod:`netdsl.lower`) builds i
 these; this module never imports the lowering.
 
 Initialisation (``netdsl compile --seed``): conv and fc weights He/Kaiming normal
-(std = sqrt(2 / fan_in)), biases zero, bn gamma 1, beta 0, running mean 0, running var 1.
+(std = sqrt(2 / fan_in)), biases zero, bn gamma 1, beta 0, running mean 0, running var 1, learned scales
+and slopes (layer_scale, prelu) their ``init`` value.
 Each tensor draws from its own generator, numpy's ``default_rng([seed, crc32(name)])`` (PCG64,
 standard normals by the ziggurat method, float32), so a tensor's values do not depend on the order or
 the presence of other layers, nor on which thread computes them, and identical input gives identical
@@ -128,6 +129,8 @@ def initial_value(name: str, spec: WeightSpec, seed: int) -> np.ndarray:
         return np.zeros(spec.shape, np.float32)
     if spec.init == "ones":
         return np.ones(spec.shape, np.float32)
+    if spec.init == "fill":
+        return np.full(spec.shape, spec.fill, np.float32)
     if spec.init == "he_normal":
         rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
         std = np.float32(math.sqrt(2.0 / max(spec.fan_in, 1)))

@@ -183,6 +183,8 @@ network every_op {
     d: mul(@a, @c)
     e: mean(@d, @a)
     concat(@e, @b) -> avgpool adaptive 4x4 -> maxpool global -> flatten -> fc 10 -> softmax
+    @c -> layernorm -> fc 8 per_position -> groupnorm 2 -> instancenorm -> layer_scale -> prelu -> elu -> mish
+    softplus -> hardtanh -> flatten -> layernorm
 }
 """
 

@@ -60,9 +60,11 @@ TRT_SUPPORTED_OPS = frozenset({
     "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu",
     "LRN", "MaxPool", "Mean", "Mul", "Pad", "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Sigmoid", "Slice",
     "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Elu", "Greater", "InstanceNormalization", "LayerNormalization", "Mish", "PRelu", "Softplus", "Sqrt", "Where",
 })
-# Emitted only at opsets where TensorRT 10+ documents support (Gelu is opset 20).
-TRT_SUPPORTED_NEW_OPS = frozenset({"Gelu"})
+# Emitted only at opsets where TensorRT 10+ documents support (Gelu is opset 20; GroupNormalization with a
+# scale per channel is opset 21, below which netdsl decomposes it).
+TRT_SUPPORTED_NEW_OPS = frozenset({"Gelu", "GroupNormalization"})
 
 
 # ----------------------------------------------------------------------------- profiles

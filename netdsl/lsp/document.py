@@ -22,7 +22,7 @@ from ..elaborate import Elaborator
 from ..errors import Diagnostic, NetdslError, Span
 from ..graph import INPUT, Graph, Node
 from ..loader import Program, load_program
-from ..ops import MERGES, OPS, fmt_shape
+from ..ops import MERGES, OPS, fmt_shape, weight_name
 
 Pos = tuple[int, int]
 Range = tuple[Pos, Pos]
@@ -231,7 +231,7 @@ class Analysis:
             if row.detail:
                 out.append(f"- arguments: `{row.detail}`")
         if node.weights:
-            out.append("- weights: " + ", ".join(f"`{node.name}.{w.suffix}` {fmt_shape(w.shape)}"
+            out.append("- weights: " + ", ".join(f"`{weight_name(node.name, w.suffix)}` {fmt_shape(w.shape)}"
                                                  for w in node.weights))
         if node.op.summary:
             out += ["", node.op.summary]

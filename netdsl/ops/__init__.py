@@ -6,7 +6,8 @@ MACs, receptive-field effect and ONNX lowering. The classes live by family:
 * :mod:`netdsl.ops.base`: arguments, the ``Op`` base, the ``Lowering`` interface ops lower through;
 * :mod:`netdsl.ops.windowed`: the ``Windowed`` base (sliding windows) and ``Conv``;
 * :mod:`netdsl.ops.pool`: ``Pool`` (a ``Windowed``), ``MaxPool``, ``AvgPool``;
-* :mod:`netdsl.ops.layers`: ``Fc``, ``BatchNorm``, ``Lrn``;
+* :mod:`netdsl.ops.layers`: ``Fc`` (also per position), ``BatchNorm``, ``Lrn``, ``LayerScale``, ``PRelu``;
+* :mod:`netdsl.ops.norm`: ``LayerNorm``, ``GroupNorm``, ``InstanceNorm``;
 * :mod:`netdsl.ops.pointwise`: the ``Pointwise`` base, activations, softmax, dropout, identity;
 * :mod:`netdsl.ops.reshape`: flatten, channel shuffle, slice, upsample;
 * :mod:`netdsl.ops.merge`: the ``Merge`` base, ``Elementwise`` (add, mul), ``Concat`` and ``Mean``.
@@ -32,19 +33,37 @@ from .base import (
     fmt_shape,
     register,
     register_merge,
+    weight_name,
 )
-from .layers import BatchNorm, Fc, Lrn
+from .layers import BatchNorm, Fc, LayerScale, Lrn, PRelu
 from .merge import Concat, Elementwise, Mean, Merge
-from .pointwise import Activation, Dropout, Identity, Pointwise, Softmax, gelu, hardswish, silu, simple
+from .norm import GroupNorm, InstanceNorm, LayerNorm
+from .pointwise import (
+    Activation,
+    Dropout,
+    Elu,
+    Hardtanh,
+    Identity,
+    Mish,
+    Pointwise,
+    Softmax,
+    Softplus,
+    gelu,
+    hardswish,
+    silu,
+    simple,
+)
 from .pool import AvgPool, MaxPool, Pool, adaptive_windows
 from .reshape import ChannelShuffle, Flatten, Slice, Upsample
 from .windowed import Conv, Windowed
 
 __all__ = [
     "MERGES", "OPS", "Activation", "ArgValue", "Attrs", "AvgPool", "BatchNorm", "ChannelShuffle", "Concat", "Conv",
-    "Dropout", "Elementwise", "Fc", "Flatten", "Identity", "LayerNode", "Lowering", "Lrn", "MaxPool", "Mean", "Merge",
-    "Op", "OpError", "Option", "Pair", "Pointwise", "Pool", "Shape", "Slice", "Softmax", "Upsample", "WeightSpec",
-    "Windowed", "adaptive_windows", "all_onnx_ops", "fmt_shape", "register", "register_merge",
+    "Dropout", "Elementwise", "Elu", "Fc", "Flatten", "GroupNorm", "Hardtanh", "Identity", "InstanceNorm",
+    "LayerNode", "LayerNorm", "LayerScale", "Lowering", "Lrn", "MaxPool", "Mean", "Merge", "Mish", "Op", "OpError",
+    "Option", "PRelu", "Pair", "Pointwise", "Pool", "Shape", "Slice", "Softmax", "Softplus", "Upsample",
+    "WeightSpec", "Windowed", "adaptive_windows", "all_onnx_ops", "fmt_shape", "register", "register_merge",
+    "weight_name",
 ]
 
 # ----------------------------------------------------------------------------- the table
@@ -75,6 +94,16 @@ register(Flatten())
 register(ChannelShuffle())
 register(Slice())
 register(Upsample())
+# normalisations, learned scales and slopes, and more activations (norm.py, layers.py, pointwise.py)
+register(LayerNorm())
+register(GroupNorm())
+register(InstanceNorm())
+register(LayerScale())
+register(PRelu())
+register(Elu())
+register(Mish())
+register(Softplus())
+register(Hardtanh())
 
 register_merge(Elementwise("add", "Add", "elementwise sum: add(@a, @b, ...)"))
 register_merge(Elementwise("mul", "Mul", "elementwise product, Cx1x1 broadcast over CxHxW: mul(@a, @b)"))

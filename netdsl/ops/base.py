@@ -67,13 +67,23 @@ class Attrs(dict):
 
 @dataclass(frozen=True, slots=True)
 class WeightSpec:
-    """One tensor a layer owns. ``kind`` is ``param`` (trainable, counted) or ``buffer`` (BN statistics)."""
+    """One tensor a layer owns. ``kind`` is ``param`` (trainable, counted) or ``buffer`` (BN statistics).
+
+    Its full name is :func:`weight_name` of the layer's path and ``suffix``; an empty suffix names the
+    tensor by the layer's path itself (``layer_scale``: PyTorch's ``features.1.0.layer_scale``).
+    """
 
     suffix: str
     shape: Shape
     kind: str
-    init: str  # he_normal, zeros, ones
+    init: str  # he_normal, zeros, ones, fill (every value ``fill``)
     fan_in: int = 1
+    fill: float = 0.0
+
+
+def weight_name(layer: str, suffix: str) -> str:
+    """The full name of a layer's weight: ``<layer path>.<suffix>``, or the path itself when the suffix is empty."""
+    return f"{layer}.{suffix}" if suffix else layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +153,8 @@ class Lowering(Protocol):
         """The ONNX tensor name of the node's ``i``-th input."""
 
     def weight(self, node: LayerNode, suffix: str) -> str:
-        """The initializer of the node's weight ``suffix`` (``weight``, ``bias``, ...)."""
+        """The initializer of the node's weight ``suffix`` (``weight``, ``bias``, ...; ``""``: the weight named
+        by the layer's path itself, see :func:`weight_name`)."""
 
     def const(self, key: str, value, dtype: str | None = None) -> str:
         """A shared constant initializer."""

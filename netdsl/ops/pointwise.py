@@ -1,4 +1,5 @@
-"""Pointwise ops: the output has the input's shape (activations, softmax, dropout, identity)."""
+"""Pointwise ops: the output has the input's shape (activations, softmax, dropout, identity). PReLU, an
+activation with a weight, is in :mod:`netdsl.ops.layers`."""
 
 from __future__ import annotations
 
@@ -94,3 +95,68 @@ class Identity(Pointwise):
 
     def apply(self, b, node, x):
         b.emit("Identity", [x])
+
+
+class Elu(Pointwise):
+    name = "elu"
+    summary = "x if x > 0 else alpha * (exp(x) - 1): elu [alpha A] (default 1.0)"
+    onnx_ops = ("Elu",)
+    options = (Option("alpha", "float", 1.0),)
+
+    def apply(self, b, node, x):
+        b.emit("Elu", [x], alpha=node.attrs.alpha)
+
+
+class Mish(Pointwise):
+    name = "mish"
+    summary = "x * tanh(softplus(x))"
+    onnx_ops = ("Mish", "Softplus", "Tanh", "Mul")
+
+    def apply(self, b, node, x):
+        if b.opset >= 18:
+            b.emit("Mish", [x])
+            return
+        sp = b.emit("Softplus", [x], out=b.tmp(node, "softplus"))
+        t = b.emit("Tanh", [sp], out=b.tmp(node, "tanh"))
+        b.emit("Mul", [x, t])
+
+
+class Softplus(Pointwise):
+    """PyTorch's ``nn.Softplus``: ``log(1 + exp(beta * x)) / beta``, and ``x`` itself where
+    ``beta * x > threshold``."""
+
+    name = "softplus"
+    summary = "log(1 + exp(beta*x)) / beta, x where beta*x > threshold: softplus [beta B] [threshold T] (1, 20)"
+    onnx_ops = ("Softplus", "Mul", "Div", "Greater", "Where")
+    options = (Option("beta", "float", 1.0), Option("threshold", "float", 20.0))
+
+    def validate(self, a):
+        if a.beta == 0:
+            raise OpError("softplus beta must not be 0")
+
+    def apply(self, b, node, x):
+        a = node.attrs
+        bx = x if a.beta == 1 else b.emit("Mul", [x, b.const(f"{node.name}.beta", a.beta, "float32")],
+                                          out=b.tmp(node, "beta_x"))
+        sp = b.emit("Softplus", [bx], out=b.tmp(node, "softplus"))
+        if a.beta != 1:
+            sp = b.emit("Div", [sp, b.const(f"{node.name}.beta", a.beta, "float32")], out=b.tmp(node, "scaled"))
+        above = b.emit("Greater", [bx, b.const(f"{node.name}.threshold", a.threshold, "float32")],
+                       out=f"{node.name}/above_threshold")
+        b.emit("Where", [above, x, sp])
+
+
+class Hardtanh(Pointwise):
+    name = "hardtanh"
+    summary = "x clipped to [min, max]: hardtanh [min A] [max B] (default -1, 1)"
+    onnx_ops = ("Clip",)
+    options = (Option("min", "float", -1.0, aliases=("min_val",)), Option("max", "float", 1.0, aliases=("max_val",)))
+
+    def validate(self, a):
+        if not a.min < a.max:
+            raise OpError(f"hardtanh needs min < max, got min {a.min:g} and max {a.max:g}")
+
+    def apply(self, b, node, x):
+        a = node.attrs
+        lo, hi = b.const(f"{node.name}.min", a.min, "float32"), b.const(f"{node.name}.max", a.max, "float32")
+        b.emit("Clip", [x, lo, hi])

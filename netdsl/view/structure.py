@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..analysis import Summary
 from ..graph import INPUT, Graph
-from ..ops import fmt_shape
+from ..ops import fmt_shape, weight_name
 
 _BLOCK = re.compile(r"in block `([^`]+)` called from (.+):(\d+):(\d+)$")
 PROJECTION = "downsample"  # the name torchvision gives a residual's projection shortcut (composites.projection)
@@ -115,7 +115,7 @@ def structure(graph: Graph, summary: Summary) -> Structure:
         f = file_index(node.span.path, node.span.source)
         s = stats.get(node.name) if node.op is not INPUT else None
         rf = "" if s is None else "x".join(sorted({_num(v) for v in s.receptive_field}, reverse=True))
-        weights = [f"{node.name}.{w.suffix} {fmt_shape(w.shape)}" for w in node.weights]
+        weights = [f"{weight_name(node.name, w.suffix)} {fmt_shape(w.shape)}" for w in node.weights]
         rows.append((node.op.name, s.detail if s else "", fmt_shape(node.shape), node.params,
                      s.macs if s else 0, s.activation_bytes if s else 0, rf, f, node.span.line, weights))
     root = _tree(graph, "", list(range(len(graph.nodes))), 0, file_index)
