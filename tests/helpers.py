@@ -263,15 +263,26 @@ def paired_outputs(expected: Mapping[str, np.ndarray],
 def parity_weights(net: netdsl.Network, seed: int) -> dict[str, np.ndarray]:
     """netdsl's deterministic initial weights from ``seed``, with every batch norm given non-trivial statistics
     and affine parameters drawn from ``seed + 1`` (the initial ones, mean 0 and variance 1, would hide a bn that
-    mixes them up). The same arrays whichever machine computes them: numpy's PCG64 stream."""
+    mixes them up), layer norms' affine parameters in the same ranges and layer scales in [0.5, 1.5). The same
+    arrays whichever machine computes them: numpy's PCG64 stream."""
     weights = dict(net.initial_weights(seed))
+    # A grouped conv's weights scaled by 1/sqrt(groups), to the range torchvision's kaiming_normal_(mode="fan_out")
+    # gives them (it counts every output channel, not a group's): with depthwise convs sqrt(channels) larger, deep
+    # squeeze-and-excitation networks (efficientnet_v2_s) grow activations to ~1e6 and saturate their sigmoid
+    # gates, where float32 rounding flips gates and the logits are no longer reproducible to 1e-4.
+    for name, spec, node in net.graph.weight_specs():
+        groups = node.in_shapes[0][0] // spec.shape[1] if node.op.name == "conv" and name.endswith(".weight") else 1
+        if groups > 1:
+            weights[name] = weights[name] / np.float32(np.sqrt(groups))
     rng = np.random.default_rng(seed + 1)
     ranges = {"weight": (0.5, 1.5), "bias": (-0.5, 0.5), "running_mean": (-0.5, 0.5), "running_var": (0.5, 2.0)}
     for row in net.weight_table():
         suffix = row["name"].rpartition(".")[2]
-        if row["op"] == "bn" and suffix in ranges:
+        if row["op"] in ("bn", "layernorm") and suffix in ranges:
             low, high = ranges[suffix]
             weights[row["name"]] = rng.uniform(low, high, row["shape"]).astype(np.float32)
+        elif row["op"] == "layer_scale":  # ConvNeXt's 1e-6 would make every block all but vanish from the logits
+            weights[row["name"]] = rng.uniform(0.5, 1.5, row["shape"]).astype(np.float32)
     return weights
 
 
@@ -289,8 +300,8 @@ def torchvision_namespace() -> dict[str, object]:
 
 
 def torchvision_model(ctor: str, seed: int = 0):
-    """torchvision's model from a zoo header's call, random weights from ``seed`` and random batch-norm statistics
-    (skips the test where torch or torchvision is missing)."""
+    """torchvision's model from a zoo header's call, random weights from ``seed``, random batch-norm statistics and
+    random layer-norm and layer-scale parameters (skips the test where torch or torchvision is missing)."""
     torch = pytest.importorskip("torch", reason="parity tests need torch (optional)")
     pytest.importorskip("torchvision.models", reason="parity tests need torchvision (optional)")
     torch.manual_seed(seed)
@@ -304,4 +315,10 @@ def torchvision_model(ctor: str, seed: int = 0):
                 mod.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
                 mod.weight.copy_(torch.rand(n, generator=gen) + 0.5)
                 mod.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+            elif isinstance(mod, torch.nn.LayerNorm):  # as a batch norm's affine parameters
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=gen) + 0.5)
+                mod.bias.copy_(torch.rand(mod.bias.shape, generator=gen) - 0.5)
+        for name, param in model.named_parameters():
+            if name.rpartition(".")[2] == "layer_scale":  # ConvNeXt's, 1e-6 at initialisation: the blocks would vanish
+                param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
     return model.eval()

@@ -66,6 +66,11 @@ PUBLISHED: dict[str, tuple[int, int, str]] = {
                            "torchvision ShuffleNet_V2_X1_0_Weights: 2,278,604 params, 0.145 GFLOPS"),
     "efficientnet_b0": (5_288_548, 385_814_752, "torchvision EfficientNet_B0_Weights: 5,288,548 params, 0.386 GFLOPS"),
     "regnet_y_400mf": (4_344_144, 401_842_848, "torchvision RegNet_Y_400MF_Weights: 4,344,144 params, 0.402 GFLOPS"),
+    "regnet_x_400mf": (5_495_976, 413_812_608, "torchvision RegNet_X_400MF_Weights: 5,495,976 params, 0.414 GFLOPS"),
+    "mnasnet1_0": (4_383_312, 314_415_872, "torchvision MNASNet1_0_Weights: 4,383,312 params, 0.314 GFLOPS"),
+    "efficientnet_v2_s": (21_458_488, 8_365_617_152,
+                          "torchvision EfficientNet_V2_S_Weights: 21,458,488 params, 8.366 GFLOPS at 384x384"),
+    "convnext_tiny": (28_589_128, 4_455_531_264, "torchvision ConvNeXt_Tiny_Weights: 28,589,128 params, 4.456 GFLOPS"),
     # Howard et al. 2017, table 1 / table 4: "569 million" mult-adds (568,740,352 here: 567,716,352 conv +
     # 1,024,000 fc) and "4.2 million" params (4,210,088 conv + fc weights here; the 21,888 BN scales and shifts
     # that netdsl counts, as PyTorch does, make 4,231,976).

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def reference(path: Path, ctor: str, dims: tuple[int, ...], batch: int, weight_s
     weights = parity_weights(net, weight_seed)
     model = eval(ctor, {"__builtins__": {}}, helpers.torchvision_namespace())  # noqa: S307 - a header line of this zoo
     state = {k: torch.from_numpy(v.copy()) for k, v in weights.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(with_versions(state, model), strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise SystemExit(f"{path.name}: keys differ from torchvision's: missing {missing[:5]}, "
@@ -97,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                            for name, v in outputs.items())
         print(f"{target.relative_to(REPO)}: {path.stem} {shapes}, {target.stat().st_size:,} bytes")
     return 0
+
+
+def with_versions(state: dict, model) -> OrderedDict:
+    """``state`` carrying the module versions of ``model``'s own state_dict, which some loaders check (MNASNet's
+    rejects a state_dict without them)."""
+    out = OrderedDict(state)
+    out._metadata = model.state_dict()._metadata
+    return out
 
 
 if __name__ == "__main__":
