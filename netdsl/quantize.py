@@ -286,7 +286,8 @@ class Quantized:
         """What the model's ``netdsl.quantization`` metadata holds."""
         return {"target": self.target, "method": self.method, "activations": self.activations,
                 "weights": "int8 per-channel symmetric", "samples": self.samples, "calibration": self.calibration,
-                "random": self.random, "excluded": list(self.excluded), "output_error": _num(self.output_error)}
+                "random": self.random, "excluded": list(self.excluded),
+                "output_error": None if math.isnan(self.output_error) else _num(self.output_error)}
 
     def to_json(self) -> dict:
         out = {**self.record(), "budget": self.budget, "budget_excluded": list(self.budget_excluded),
@@ -543,6 +544,21 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return diff / ref if ref > 0 else (0.0 if diff == 0 else math.inf)
 
 
+def int8_source(source, engine: str, calibration=None):
+    """A :class:`netdsl.engines.ModelSource` quantized for ``engine`` (``trt``: the trt target, else ort-cpu)
+    with ``calibration`` (default ``"random"``); one that is quantized already is returned as it is."""
+    import onnx
+
+    from .session import _from_proto, load_onnx
+
+    model = onnx.load_from_string(source.onnx_bytes) if source.onnx_bytes is not None else load_onnx(source.path)
+    if is_quantized(model):
+        return source
+    q = quantize(model, "random" if calibration is None else calibration,
+                 target="trt" if engine == "trt" else "ort-cpu", report=False)
+    return _from_proto(q.model, source.name)
+
+
 # ----------------------------------------------------------------------------- inspecting a quantized model
 def quantization_record(model: onnx.ModelProto) -> dict | None:
     """The ``netdsl.quantization`` metadata of a model, or None."""
@@ -568,5 +584,5 @@ def weight_bytes(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-__all__ = ["Calibration", "LayerError", "Quantized", "QuantizeError", "calibration_data", "quantize",
+__all__ = ["Calibration", "LayerError", "Quantized", "QuantizeError", "calibration_data", "quantize", "int8_source",
            "is_quantized", "layer_errors", "quantization_record", "weight_bytes", "TARGETS", "METHODS"]

@@ -174,9 +174,12 @@ def add_weight_options(p: argparse.ArgumentParser, *, dtype: bool = True) -> Non
     p.add_argument("--allow-missing", action="store_true",
                    help="accept a checkpoint that lacks some weights (they keep their seeded initial values)")
     if dtype:
-        p.add_argument("--dtype", "--precision", dest="dtype", choices=("fp32", "fp16"), default="fp32",
+        p.add_argument("--dtype", "--precision", dest="dtype", choices=("fp32", "fp16", "int8"), default="fp32",
                        help="precision of weights and compute (default fp32); fp16 makes an fp16 model, which is "
-                            "also how TensorRT engines get fp16 (TensorRT 11 is strongly typed)")
+                            "also how TensorRT engines get fp16 (TensorRT 11 is strongly typed); int8 quantizes "
+                            "(netdsl quantize) with --calibrate DATA")
+        p.add_argument("--calibrate", metavar="DATA", default="random",
+                       help="with --precision int8: calibration data (image folder, .npy, .npz; default random)")
         p.add_argument("--fp32-io", action="store_true",
                        help="with --dtype fp16: keep the model's inputs and outputs fp32")
 
@@ -369,6 +372,10 @@ def compilation(args: argparse.Namespace, path: str | None = None, *, check=None
 def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
     """(model, weights, compile options) from the runtime options: a .net compiled (or taken from the
     compiled-model cache) to a ModelSource, or an ONNX model."""
+    if dtype_options(args)["dtype"] == "int8":  # quantized here (an int8 .onnx is used as it is)
+        from .quantize import int8_model
+
+        return int8_model(args), None, dtype_options(args)
     if not args.model.endswith(".onnx"):
         extra = {"keep_io_fp32": True} if dtype_options(args)["dtype"] == "fp16" else {}
         # with fp16, images and .npy files arrive as fp32; casts sit in the model
