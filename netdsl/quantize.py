@@ -427,7 +427,7 @@ def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", me
         qmodel = _quantize_once(prepared, cal, target, method, excluded, cache, activations)
         layers, out_err, top1 = (), math.nan, None
         if report or budget is not None:
-            layers, out_err, top1 = layer_errors(prepared, qmodel, cal.head(REPORT_SAMPLES))
+            layers, out_err, top1 = layer_errors(prepared, qmodel, cal.head(REPORT_SAMPLES), excluded)
             while budget is not None and out_err > budget and len(chosen) < MAX_BUDGET_STEPS:
                 worst = next((x for x in layers if x.label not in excluded and x.label not in chosen
                               and x.op not in ("Relu", "MaxPool")), None)
@@ -435,7 +435,7 @@ def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", me
                     break
                 chosen.append(worst.label)
                 qmodel = _quantize_once(prepared, cal, target, method, (*excluded, *chosen), cache, activations)
-                layers, out_err, top1 = layer_errors(prepared, qmodel, cal.head(REPORT_SAMPLES))
+                layers, out_err, top1 = layer_errors(prepared, qmodel, cal.head(REPORT_SAMPLES), (*excluded, *chosen))
     result = Quantized(qmodel, target, method, act_name, cal.samples, cal.source, cal.random,
                        (*excluded, *chosen), tuple(chosen), out_err, top1, layers, budget)
     _record(qmodel, result)
@@ -452,10 +452,11 @@ def _record(model: onnx.ModelProto, result: Quantized) -> None:
     helper.set_model_props(model, props)
 
 
-def layer_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, batches: Sequence[dict[str, np.ndarray]]
-                 ) -> tuple[tuple[LayerError, ...], float, float | None]:
-    """Each quantized layer's output error against fp32 on ``batches`` (ranked: most added error first), the
-    outputs' relative error, and the top-1 agreement of rank-2 outputs (None without one)."""
+def layer_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, batches: Sequence[dict[str, np.ndarray]],
+                 excluded: Iterable[str] = ()) -> tuple[tuple[LayerError, ...], float, float | None]:
+    """Each quantized layer's output error against fp32 on ``batches`` (ranked: most added error first; the
+    ``excluded`` layers, kept fp32, are not listed), the outputs' relative error, and the top-1 agreement of
+    rank-2 outputs (None without one)."""
     # Layers are the int8 model's nodes that read DequantizeLinear outputs. A node's output keeps its fp32 name
     # (an activation the quantizer removed, e.g. a Relu, hands its output name to the conv before it, whose
     # value is then that of the conv and its activation in both models); its inputs are traced back through
@@ -486,7 +487,8 @@ def layer_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, batches: Sequence
     dq = set(dq_of.values())
     nodes = [(n, fp32_name(n.output[0])) for n in int8.graph.node
              if n.op_type in LAYER_OPS and any(i in dq for i in n.input) and n.output]
-    nodes = [(n, t) for n, t in nodes if t is not None]
+    skip = set(excluded)
+    nodes = [(n, t) for n, t in nodes if t is not None and n.name not in skip]
     outputs = [o.name for o in fp32.graph.output]
     wanted = tuple(t for t in dict.fromkeys(t for n, out in nodes for t in (out, *map(origin, n.input)))
                    if t in fp32_tensors and t in producer and t not in outputs)
