@@ -66,7 +66,7 @@ def test_quantize_end_to_end(name, target, tmp_path):
     assert "random inputs" in stdout and "mean nothing for real data" in stdout
     rows = [line for line in stdout.splitlines() if line.startswith("  ")]
     assert len(rows) == 5 and all(LOCATION.search(r) for r in rows), stdout
-    added = [float(re.search(r"added ([-+][\d.]+)", r).group(1)) for r in rows]
+    added = [float(re.search(r"added +([-+][\d.]+)", r).group(1)) for r in rows]
     assert added == sorted(added, reverse=True)
     assert re.search(r"output: rel error 0\.0\d\d\d", stdout), stdout
     # it runs, and stays close to fp32 on inputs like its calibration data
