@@ -13,6 +13,11 @@ starting one further along each round, so drifts in machine load hit every varia
 median latency per variant and batch, and the ratio fp32 / variant (above 1: the variant is faster).
 ``--json PATH`` also writes the figures. Runs are bounded by ``--rounds`` and ``--runs``.
 
+``--agreement``: instead of timing, for each network report how the int8 model (both targets) agrees with
+fp32 on a fixed set of random images (``--images``, seed 1; calibrated on ``--samples`` other random images,
+seed 0): the output SQNR, the relative error and the top-1 agreement. The networks have random weights, so
+this measures the quantizer, not accuracy on real data (tools/train_digits.py does that).
+
 Variants: ``fp32``; ``u8s8`` (uint8 activations, int8 weights: ``--target ort-cpu``'s default);
 ``s8s8`` (symmetric int8 activations, int8 weights).
 """
@@ -88,6 +93,33 @@ def time_network(name: str, args) -> dict:
     return result
 
 
+def agreement(name: str, args) -> dict:
+    import numpy as np
+
+    import netdsl
+    from netdsl.quantize import calibration_data, quantize, sqnr_db
+
+    fp32 = netdsl.load(REPO / "networks" / f"{name}.net").to_onnx()
+    dims = [d.dim_value for d in fp32.graph.input[0].type.tensor_type.shape.dim[1:]]
+    images = np.random.default_rng(1).standard_normal((args.images, *dims)).astype(np.float32)
+    cal = calibration_data("random", fp32, samples=args.samples, seed=0)
+
+    def logits(model_bytes: bytes) -> np.ndarray:
+        s = session(model_bytes, args.threads)
+        return np.concatenate([s.run(None, {"image": images[i:i + 8]})[0] for i in range(0, len(images), 8)])
+
+    ref = logits(fp32.SerializeToString())
+    out = {}
+    for target in ("ort-cpu", "trt"):
+        got = logits(quantize(fp32, cal, target=target, report=False).model.SerializeToString())
+        rel = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+        top1 = float(np.mean(got.argmax(1) == ref.argmax(1)))
+        out[target] = {"sqnr_db": sqnr_db(rel), "rel_error": rel, "top1_agreement": top1}
+        print(f"{name} {target}: SQNR {sqnr_db(rel):.1f} dB, rel error {rel:.4f}, top-1 agreement {top1:.1%} "
+              f"({len(images)} images)", flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--networks", default="resnet50,mobilenet_v2,vgg16")
@@ -97,6 +129,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=3, help="runs of each variant per round")
     ap.add_argument("--samples", type=int, default=8, help="random calibration samples")
+    ap.add_argument("--agreement", action="store_true", help="SQNR and top-1 agreement instead of timings")
+    ap.add_argument("--images", type=int, default=64, help="random images of --agreement")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     args.variants = args.variants.split(",")
@@ -109,7 +143,8 @@ def main() -> int:
     info = {"cpu": cpu_name(), "python": platform.python_version(), "onnxruntime": ort.__version__,
             "numpy": np.__version__, "threads": args.threads, "rounds": args.rounds, "runs": args.runs}
     print(json.dumps(info), flush=True)
-    results = {n: time_network(n, args) for n in args.networks.split(",")}
+    measure = agreement if args.agreement else time_network
+    results = {n: measure(n, args) for n in args.networks.split(",")}
     if args.json:
         Path(args.json).write_text(json.dumps({"info": info, "results": results}, indent=1))
     return 0
