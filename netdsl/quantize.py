@@ -22,8 +22,10 @@ and the quantization recorded in the model's metadata (``netdsl.quantization``, 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
+import logging
 import math
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -226,6 +228,18 @@ def _batches(arrays: Mapping[str, np.ndarray], inputs: Sequence[InputSpec], samp
     return Calibration(batches, source)
 
 
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime.quantization logs its warnings through the root logger (e.g. that a batch norm's rank-1 weight
+    has no channel axis); they say nothing a user can act on, so they are held back while it runs."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _reader(batches: Sequence[dict[str, np.ndarray]]):
     """An ``onnxruntime.quantization.CalibrationDataReader`` over ``batches``."""
     q = _quantization()
@@ -332,10 +346,11 @@ def prepare_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="netdsl-quant.") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "pre.onnx"
         onnx.save(model, src)
-        try:
-            q.quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=False)
-        except Exception:  # noqa: BLE001 - symbolic shape inference gives up on some graphs; ONNX's is enough
-            q.quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True)
+        with _quiet():
+            try:
+                q.quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=False)
+            except Exception:  # noqa: BLE001 - symbolic shape inference gives up on some graphs; ONNX's is enough
+                q.quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True)
         return onnx.load(dst)
 
 
@@ -382,9 +397,10 @@ def _quantize_once(prepared: onnx.ModelProto, cal: Calibration, target: str, met
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(prepared, src)
         try:
-            q.quantize_static(str(src), str(dst), _reader(cal.batches), quant_format=q.QuantFormat.QDQ,
-                              per_channel=True, reduce_range=False, calibrate_method=_method(method),
-                              nodes_to_exclude=list(exclude), **_cache_option(q, cache), **options)
+            with _quiet():
+                q.quantize_static(str(src), str(dst), _reader(cal.batches), quant_format=q.QuantFormat.QDQ,
+                                  per_channel=True, reduce_range=False, calibrate_method=_method(method),
+                                  nodes_to_exclude=list(exclude), **_cache_option(q, cache), **options)
         except (ValueError, RuntimeError) as e:
             raise QuantizeError(f"quantization failed: {plain(str(e).splitlines()[0] if str(e) else e, 300)}") \
                 from None
@@ -546,19 +562,16 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return diff / ref if ref > 0 else (0.0 if diff == 0 else math.inf)
 
 
-def int8_source(source, engine: str, calibration=None):
-    """A :class:`netdsl.engines.ModelSource` quantized for ``engine`` (``trt``: the trt target, else ort-cpu)
-    with ``calibration`` (default ``"random"``); one that is quantized already is returned as it is."""
+def int8_model(data: bytes | None, path: str | None, engine: str, calibration=None) -> onnx.ModelProto | None:
+    """The model in ``data`` (or the file ``path``) quantized for ``engine`` (``trt``: the trt target, else
+    ort-cpu) with ``calibration`` (default ``"random"``); None when it is quantized already."""
     import onnx
 
-    from .session import _from_proto, load_onnx
-
-    model = onnx.load_from_string(source.onnx_bytes) if source.onnx_bytes is not None else load_onnx(source.path)
+    model = onnx.load_from_string(data) if data is not None else onnx.load(path)
     if is_quantized(model):
-        return source
-    q = quantize(model, "random" if calibration is None else calibration,
-                 target="trt" if engine == "trt" else "ort-cpu", report=False)
-    return _from_proto(q.model, source.name)
+        return None
+    return quantize(model, "random" if calibration is None else calibration,
+                    target="trt" if engine == "trt" else "ort-cpu", report=False).model
 
 
 # ----------------------------------------------------------------------------- inspecting a quantized model
@@ -586,5 +599,5 @@ def weight_bytes(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-__all__ = ["Calibration", "LayerError", "Quantized", "QuantizeError", "calibration_data", "quantize", "int8_source",
+__all__ = ["Calibration", "LayerError", "Quantized", "QuantizeError", "calibration_data", "quantize", "int8_model",
            "is_quantized", "layer_errors", "quantization_record", "weight_bytes", "TARGETS", "METHODS"]

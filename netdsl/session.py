@@ -147,9 +147,10 @@ class Session:
             model_source(model, network=network, args=args, opset=opset, seed=seed, weights=weights,
                          compile_options=compile_options, loader=loader)
         if int8:  # quantized for the engine unless it is already (lazily imported: the quantizer is optional)
-            from .quantize import int8_source
+            from .quantize import int8_model
 
-            self.source = int8_source(self.source, engine, calibration)
+            q = int8_model(self.source.onnx_bytes, self.source.path, engine, calibration)
+            self.source = self.source if q is None else _from_proto(q, self.source.name)
         self.compile_seconds = time.perf_counter() - start
         check_device(engine, device)
         self.options = EngineOptions(threads=threads, opt_level=opt_level, save_optimized=save_optimized,

@@ -373,8 +373,6 @@ def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
     """(model, weights, compile options) from the runtime options: a .net compiled (or taken from the
     compiled-model cache) to a ModelSource, or an ONNX model."""
     if dtype_options(args)["dtype"] == "int8":  # quantized here (an int8 .onnx is used as it is)
-        from .quantize import int8_model
-
         return int8_model(args), None, dtype_options(args)
     if not args.model.endswith(".onnx"):
         extra = {"keep_io_fp32": True} if dtype_options(args)["dtype"] == "fp16" else {}
@@ -391,6 +389,28 @@ def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
         options["keep_io_fp32"] = True
         return optimize(load_onnx(args.model), fp16=True, keep_io_fp32=True), None, options
     return args.model, None, options
+
+
+def int8_model(args: argparse.Namespace):
+    """The model of a runtime command given ``--precision int8``: an int8 .onnx as it is, else the fp32 model
+    quantized for the command's engine (``trt``: the trt target; :mod:`netdsl.quantize`) with ``--calibrate``
+    data (a note on stderr when it is random)."""
+    from ..quantize import RANDOM_NOTE, is_quantized, quantize
+    from ..session import load_onnx
+
+    if args.model.endswith(".onnx"):
+        if args.weights:
+            raise UsageError("--weights applies when compiling a .net file, not to a compiled .onnx model")
+        model = load_onnx(args.model)
+        if is_quantized(model):
+            return model
+    else:
+        model = compilation(args, args.model, dtype="fp32").to_onnx()
+    calibrate = getattr(args, "calibrate", None) or "random"
+    if calibrate == "random":
+        print(f"netdsl: note: --precision int8 calibrated on {RANDOM_NOTE}; give --calibrate DATA", file=sys.stderr)
+    target = "trt" if getattr(args, "engine", "ort") == "trt" else "ort-cpu"
+    return quantize(model, calibrate, target=target, seed=args.seed, report=False).model
 
 
 def open_session(args: argparse.Namespace, engine: str | None = None, device: str | None = None, **extra):

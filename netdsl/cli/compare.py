@@ -32,7 +32,7 @@ import numpy as np
 from ..agreement import agreement, dims, first_divergence, intermediate_tensors
 from ..errors import EngineError, UsageError
 from ..text import plain, rich_safe
-from .common import add_model_options, compilation, dtype_options, print_json
+from .common import add_model_options, compilation, dtype_options, int8_model, print_json
 
 ENGINE_OPTIONS = ("opt", "threads", "precision")
 VARIANTS = ("fold-bn", "fp16")
@@ -110,8 +110,6 @@ def base_model(args: argparse.Namespace):
     """The ONNX model every pair starts from: a .net compiled with the common options, or a .onnx file."""
     if args.model.endswith(".onnx"):
         if dtype_options(args)["dtype"] == "int8" and not args.weights:
-            from .quantize import int8_model
-
             return int8_model(args)
         if dtype_options(args)["dtype"] != "fp32" or args.weights:
             raise UsageError("--weights and --dtype apply when compiling a .net file, not to a compiled .onnx model")
@@ -119,8 +117,6 @@ def base_model(args: argparse.Namespace):
 
         return load_onnx(args.model)
     if dtype_options(args)["dtype"] == "int8":
-        from .quantize import int8_model
-
         return int8_model(args)
     return compilation(args, args.model).to_onnx()
 

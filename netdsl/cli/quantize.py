@@ -30,27 +30,6 @@ def fp32_model(args: argparse.Namespace, **options):
     return compilation(args, args.model, **options).to_onnx()
 
 
-def int8_model(args: argparse.Namespace):
-    """The model of a runtime command given ``--precision int8``: an int8 .onnx as it is, else the fp32 model
-    quantized for the command's engine (``trt``: the trt target) with ``--calibrate`` data (a note on stderr
-    when it is random)."""
-    from ..quantize import RANDOM_NOTE, is_quantized, quantize
-
-    if args.model.endswith(".onnx"):
-        from ..session import load_onnx
-
-        model = load_onnx(args.model)
-        if is_quantized(model):
-            return model
-    model = fp32_model(args, dtype="fp32")
-    calibrate = getattr(args, "calibrate", None) or "random"
-    if calibrate == "random":
-        print(f"netdsl: note: --precision int8 calibrated on {RANDOM_NOTE}; give --calibrate DATA",
-              file=sys.stderr)
-    target = "trt" if getattr(args, "engine", "ort") == "trt" else "ort-cpu"
-    return quantize(model, calibrate, target=target, seed=args.seed, report=False).model
-
-
 def cmd_quantize(args: argparse.Namespace) -> int:
     from ..files import output_directory, save_model
     from ..quantize import quantize
