@@ -214,7 +214,7 @@ def test_exclude_keeps_labelled_layers_fp32(tmp_path):
 
 
 def test_budget_keeps_the_worst_layers_fp32_until_the_error_fits():
-    fp32 = _fp32("resnet18")
+    fp32 = _fp32("lenet5")
     full = quantize(fp32, "random", samples=4)
     budget = full.output_error * 0.6
     q = quantize(fp32, "random", samples=4, budget=budget)
