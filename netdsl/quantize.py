@@ -327,9 +327,9 @@ def is_quantized(model: onnx.ModelProto) -> bool:
 
 
 def prepare_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The fp32 model the quantizer starts from: batch norms folded into convs, shapes inferred
-    (``quant_pre_process`` without its ONNX Runtime optimisation, which would rename nothing but drop
-    netdsl's source locations)."""
+    """The fp32 model the quantizer starts from: batch norms folded into convs by netdsl (each conv keeps its
+    name and ``.net`` location), then ``quant_pre_process``'s shape inference, without its ONNX Runtime
+    optimisation (the folding is done, and the layers must keep the names the report and --exclude use)."""
     from onnx import TensorProto
 
     from .optimize import fold_batchnorm
