@@ -113,11 +113,12 @@ def test_trt_target_is_symmetric_per_channel_with_fp32_biases():
 
 def test_ort_cpu_target_fuses_every_conv_and_gemm(tmp_path):
     """ONNX Runtime's optimised model of an ort-cpu int8 model runs every conv as QLinearConv and the classifier
-    as QGemm: no float Conv/Gemm fed by a DequantizeLinear (an unfused Q/DQ pair) is left on the hot path."""
+    as QGemm, every residual add as QLinearAdd: no unfused Q/DQ pair is left on the hot path."""
     for name in ("resnet18", "mobilenet_v2"):
         fp32 = _fp32(name)
         convs = sum(n.op_type == "Conv" for n in fp32.graph.node)
         gemms = sum(n.op_type == "Gemm" for n in fp32.graph.node)
+        adds = sum(n.op_type == "Add" for n in fp32.graph.node)
         model = quantize(fp32, "random", samples=2, report=False).model
         path = tmp_path / f"{name}.opt.onnx"
         _ort(model, optimized=path)
@@ -125,7 +126,10 @@ def test_ort_cpu_target_fuses_every_conv_and_gemm(tmp_path):
         ops = [n.op_type for n in opt.graph.node]
         assert ops.count("QLinearConv") == convs, ops
         assert ops.count("QGemm") == gemms, ops
-        assert "Conv" not in ops and "Gemm" not in ops and "MatMul" not in ops
+        assert ops.count("QLinearAdd") == adds, ops
+        assert "Conv" not in ops and "Gemm" not in ops and "MatMul" not in ops and "Add" not in ops
+        # the only Q/DQ left are the graph's boundary: fp32 image in, fp32 logits out
+        assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1, ops
 
 
 # ----------------------------------------------------------------------------- calibration data
