@@ -80,8 +80,9 @@ def test_quantize_end_to_end(name, target, tmp_path):
 
 def test_trt_target_is_symmetric_per_channel_with_fp32_biases():
     """What TensorRT needs: int8 zero points of 0 everywhere, per-channel weight scales on the output-channel axis,
-    no DequantizeLinear feeding a bias, Q/DQ on both inputs of residual adds, and nothing else quantized."""
-    for name in ("resnet18", "mobilenet_v2"):
+    no DequantizeLinear feeding a bias, Q/DQ on every input of residual adds and concats, and nothing else
+    quantized."""
+    for name in ("resnet18", "mobilenet_v2", "squeezenet1_1"):
         model = quantize(_fp32(name), "random", target="trt", samples=2, report=False).model
         g = model.graph
         init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -101,9 +102,9 @@ def test_trt_target_is_symmetric_per_channel_with_fp32_biases():
             assert weight.dtype == np.int8 and axis == 0 and scale.shape == (weight.shape[0],), n.name
             if len(n.input) > 2 and n.input[2]:
                 assert n.input[2] in init and init[n.input[2]].dtype == np.float32, n.name  # no DQ on biases
-        adds = [n for n in g.node if n.op_type == "Add"]
-        assert adds
-        for n in adds:
+        merges = [n for n in g.node if n.op_type in ("Add", "Concat")]
+        assert merges  # residual adds (resnet18, mobilenet_v2), fire-module concats (squeezenet1_1)
+        for n in merges:
             assert all(producer[i].op_type == "DequantizeLinear" for i in n.input), n.name
         # int8 activations reach only the ops TensorRT runs in int8 and those it moves Q/DQ across
         readers = {n.op_type for n in g.node for i in n.input
