@@ -213,6 +213,11 @@ def doctor_report() -> dict:
     }
     machine = {"onnxruntime": ort, "gpu": gpu, "libraries": libs, "cuda_major": cuda_major, "tensorrt": trt,
                "tensorrt_rtx": trt_rtx, "cuda-python": cudapy}
+    from .machine import NO_VNNI_WARNING, cpu_int8, cpu_name
+
+    report["cpu"] = {"name": cpu_name(), **cpu_int8()}
+    if report["cpu"]["vnni"] is False:
+        report["cpu"]["warning"] = NO_VNNI_WARNING
     report["engines"] = engine_pairs(machine)
     report["problems"] = [ort["problem"]] if ort.get("problem") else []
     return report

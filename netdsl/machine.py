@@ -74,6 +74,32 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo flags of x86 int8 dot-product instructions
+NO_VNNI_WARNING = ("this CPU has no VNNI (AVX512-VNNI or AVX-VNNI): int8 models (netdsl quantize, --precision int8) "
+                   "can run slower than fp32 here, and ONNX Runtime's u8s8 kernels (uint8 activations, int8 weights) "
+                   "can saturate without it and lose accuracy")
+
+
+def cpu_int8(cpuinfo: str = "/proc/cpuinfo", arch: str | None = None) -> dict:
+    """Whether the CPU has int8 dot-product instructions: ``{"arch", "vnni": bool | None, "flags": [...]}``
+    (``vnni`` None where it cannot be told: not x86, or no ``cpuinfo`` file)."""
+    import platform
+
+    arch = (arch or platform.machine()).lower()
+    flags: set[str] = set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    x86 = arch in ("x86_64", "amd64", "i686", "i386")
+    found = sorted(f for f in VNNI_FLAGS if f in flags)
+    return {"arch": arch, "vnni": bool(found) if x86 and flags else None, "flags": found}
+
+
 # ============================================================================= cache
 def cache_home() -> Path:
     """netdsl's cache directory: ``$NETDSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/netdsl``, else ``~/.cache/netdsl``."""

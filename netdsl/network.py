@@ -73,6 +73,15 @@ class Network:
             model = optimize(model, fold_bn=fold_bn, fp16=dtype == "fp16", keep_io_fp32=keep_io_fp32)
         return model
 
+    def quantize(self, calibration, *, weights: Mapping[str, np.ndarray] | None = None, seed: int = 0, **options):
+        """Compile to fp32 and quantize to int8 with ``calibration`` (an image folder, .npy/.npz path, array,
+        mapping of input name to array, or ``"random"``); ``options`` as :func:`netdsl.quantize.quantize`
+        (``target``, ``method``, ``samples``, ``exclude``, ``budget``). Returns a
+        :class:`netdsl.quantize.Quantized` (``.model``, ``.layers``, ``.output_error``, ...)."""
+        from .quantize import quantize
+
+        return quantize(self.to_onnx(seed=seed, weights=weights), calibration, seed=seed, **options)
+
     def load_weights(self, path: str | os.PathLike, rules: tuple[str, ...] = (), allow_missing: bool = False,
                      seed: int = 0) -> dict[str, np.ndarray]:
         """Read a checkpoint (.safetensors, .npz, .onnx, .pt) and bind it strictly to this network's weights."""

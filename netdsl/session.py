@@ -128,6 +128,8 @@ class Session:
     ``model``: a :class:`~netdsl.Network`, a path to a .net or .onnx file, .net source text, or an
     ``onnx.ModelProto``. Engine options: ``threads`` (default: physical cores), ``opt_level``
     (disable/basic/extended/all), ``save_optimized`` (path for the engine's optimised model).
+    ``precision="int8"`` quantizes an fp32 model for the engine (:mod:`netdsl.quantize`) with
+    ``calibration`` data (default: random inputs, meaningless for accuracy).
     """
 
     def __init__(self, model, engine: str = "ort", device: str = "cpu", *, threads: int | None = None,
@@ -137,11 +139,18 @@ class Session:
         start = time.perf_counter()
         # a plain .onnx on ONNX Runtime, with nothing that needs the ModelProto: ONNX Runtime reads the file and
         # describes the model (its inputs, outputs and metadata), so onnx is neither imported nor run over it
+        calibration = engine_options.pop("calibration", None)  # precision="int8": netdsl.quantize's data
+        int8 = engine_options.get("precision") == "int8"
         fast = (engine == "ort" and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx")
-                and not engine_options.get("extra_outputs"))
+                and not engine_options.get("extra_outputs") and not int8)
         self.source = _onnx_path(str(model)) if fast else \
             model_source(model, network=network, args=args, opset=opset, seed=seed, weights=weights,
                          compile_options=compile_options, loader=loader)
+        if int8:  # quantized for the engine unless it is already (lazily imported: the quantizer is optional)
+            from .quantize import int8_model
+
+            q = int8_model(self.source.onnx_bytes, self.source.path, engine, calibration)
+            self.source = self.source if q is None else _from_proto(q, self.source.name)
         self.compile_seconds = time.perf_counter() - start
         check_device(engine, device)
         self.options = EngineOptions(threads=threads, opt_level=opt_level, save_optimized=save_optimized,

@@ -174,9 +174,12 @@ def add_weight_options(p: argparse.ArgumentParser, *, dtype: bool = True) -> Non
     p.add_argument("--allow-missing", action="store_true",
                    help="accept a checkpoint that lacks some weights (they keep their seeded initial values)")
     if dtype:
-        p.add_argument("--dtype", "--precision", dest="dtype", choices=("fp32", "fp16"), default="fp32",
+        p.add_argument("--dtype", "--precision", dest="dtype", choices=("fp32", "fp16", "int8"), default="fp32",
                        help="precision of weights and compute (default fp32); fp16 makes an fp16 model, which is "
-                            "also how TensorRT engines get fp16 (TensorRT 11 is strongly typed)")
+                            "also how TensorRT engines get fp16 (TensorRT 11 is strongly typed); int8 quantizes "
+                            "(netdsl quantize) with --calibrate DATA")
+        p.add_argument("--calibrate", metavar="DATA", default="random",
+                       help="with --precision int8: calibration data (image folder, .npy, .npz; default random)")
         p.add_argument("--fp32-io", action="store_true",
                        help="with --dtype fp16: keep the model's inputs and outputs fp32")
 
@@ -369,6 +372,8 @@ def compilation(args: argparse.Namespace, path: str | None = None, *, check=None
 def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
     """(model, weights, compile options) from the runtime options: a .net compiled (or taken from the
     compiled-model cache) to a ModelSource, or an ONNX model."""
+    if dtype_options(args)["dtype"] == "int8":  # quantized here (an int8 .onnx is used as it is)
+        return int8_model(args), None, dtype_options(args)
     if not args.model.endswith(".onnx"):
         extra = {"keep_io_fp32": True} if dtype_options(args)["dtype"] == "fp16" else {}
         # with fp16, images and .npy files arrive as fp32; casts sit in the model
@@ -384,6 +389,28 @@ def compile_model(args: argparse.Namespace) -> tuple[object, object, dict]:
         options["keep_io_fp32"] = True
         return optimize(load_onnx(args.model), fp16=True, keep_io_fp32=True), None, options
     return args.model, None, options
+
+
+def int8_model(args: argparse.Namespace):
+    """The model of a runtime command given ``--precision int8``: an int8 .onnx as it is, else the fp32 model
+    quantized for the command's engine (``trt``: the trt target; :mod:`netdsl.quantize`) with ``--calibrate``
+    data (a note on stderr when it is random)."""
+    from ..quantize import RANDOM_NOTE, is_quantized, quantize
+    from ..session import load_onnx
+
+    if args.model.endswith(".onnx"):
+        if args.weights:
+            raise UsageError("--weights applies when compiling a .net file, not to a compiled .onnx model")
+        model = load_onnx(args.model)
+        if is_quantized(model):
+            return model
+    else:
+        model = compilation(args, args.model, dtype="fp32").to_onnx()
+    calibrate = getattr(args, "calibrate", None) or "random"
+    if calibrate == "random":
+        print(f"netdsl: note: --precision int8 calibrated on {RANDOM_NOTE}; give --calibrate DATA", file=sys.stderr)
+    target = "trt" if getattr(args, "engine", "ort") == "trt" else "ort-cpu"
+    return quantize(model, calibrate, target=target, seed=args.seed, report=False).model
 
 
 def open_session(args: argparse.Namespace, engine: str | None = None, device: str | None = None, **extra):

@@ -32,7 +32,7 @@ import numpy as np
 from ..agreement import agreement, dims, first_divergence, intermediate_tensors
 from ..errors import EngineError, UsageError
 from ..text import plain, rich_safe
-from .common import add_model_options, compilation, dtype_options, print_json
+from .common import add_model_options, compilation, dtype_options, int8_model, print_json
 
 ENGINE_OPTIONS = ("opt", "threads", "precision")
 VARIANTS = ("fold-bn", "fp16")
@@ -84,7 +84,7 @@ def parse_targets(text: str) -> list[Target]:
             else:
                 raise UsageError(f"--engines: bad option `+{opt}` in `{label}`; options: opt=" + "|".join(OPT_LEVELS)
                                  + ", threads=N, precision=P, fold-bn, fp16")
-        if engine == "ort" and fields.get("precision", "fp32") != "fp32":
+        if engine == "ort" and fields.get("precision", "fp32") not in ("fp32", "int8"):
             raise UsageError(f"--engines `{label}`: ONNX Runtime runs the model's own precision; "
                              f"use `+fp16` to compare an fp16 compilation of the model")
         targets.append(Target(label, engine, device, **fields))
@@ -109,17 +109,26 @@ def tolerance(text: str) -> float:
 def base_model(args: argparse.Namespace):
     """The ONNX model every pair starts from: a .net compiled with the common options, or a .onnx file."""
     if args.model.endswith(".onnx"):
+        if dtype_options(args)["dtype"] == "int8" and not args.weights:
+            return int8_model(args)
         if dtype_options(args)["dtype"] != "fp32" or args.weights:
             raise UsageError("--weights and --dtype apply when compiling a .net file, not to a compiled .onnx model")
         from ..session import load_onnx
 
         return load_onnx(args.model)
+    if dtype_options(args)["dtype"] == "int8":
+        return int8_model(args)
     return compilation(args, args.model).to_onnx()
 
 
-def variant(model, target: Target):
-    """The model as ``target`` compiles it (fold-bn, then fp16, inputs and outputs kept fp32)."""
+def variant(model, target: Target, calibrate="random"):
+    """The model as ``target`` compiles it (fold-bn, then fp16, inputs and outputs kept fp32; precision=int8:
+    quantized with ``calibrate`` data, see :mod:`netdsl.quantize`)."""
     from ..optimize import optimize
+    from ..quantize import is_quantized, quantize
+
+    if target.precision == "int8" and not is_quantized(model):
+        return quantize(model, calibrate, target="trt" if target.engine == "trt" else "ort-cpu", report=False).model
 
     return optimize(model, fold_bn=target.fold_bn, fp16=target.fp16, keep_io_fp32=True)
 
@@ -152,7 +161,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError("--save-optimized applies to one engine; use `netdsl run` for it")
     targets = parse_targets(args.engines)
     base = base_model(args)
-    models = [variant(base, t) for t in targets]
+    models = [variant(base, t, args.calibrate) for t in targets]
     sessions = [prepare(m, t, args, intermediate_tensors(m) if args.per_layer else ())
                 for m, t in zip(models, targets, strict=True)]
     ref = sessions[0]

@@ -57,6 +57,14 @@ def _print_doctor(r: dict) -> None:
     head("packages")
     for name, info in r["packages"].items():
         have(name, info)
+    cpu = r.get("cpu")
+    if cpu:
+        head("CPU")
+        vnni = {True: "yes (" + ", ".join(cpu["flags"]) + "): int8 runs on fast u8s8 kernels", False: "no",
+                None: "unknown (not an x86 CPU, or /proc/cpuinfo unreadable)"}[cpu["vnni"]]
+        line(f"{plain(cpu['name'])} ({cpu['arch']}); int8 dot products (VNNI): {vnni}")
+        if cpu.get("warning"):
+            line(("warning: ", "yellow bold"), cpu["warning"])
     head("ONNX Runtime")
     ort = r["onnxruntime"]
     if ort.get("installed"):

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Benchmark: fp32 against int8 from the same netdsl source, in ONNX Runtime on the CPU.
+
+    python tools/bench_int8.py                                  # ResNet-50, MobileNetV2, VGG-16
+    python tools/bench_int8.py --networks resnet50 --variants fp32,u8s8,s8s8   # the activation-type choice
+
+For each network: compile ``networks/<name>.net`` (seeded random weights) to fp32 ONNX, quantize it with
+``netdsl.quantize.quantize`` (``--target ort-cpu``, minmax, ``--samples`` random calibration samples:
+the ranges are meaningless for accuracy, and irrelevant to speed), and time every variant at each batch
+size with the same session options (``--threads`` intra-op threads, one inter-op thread, sequential
+execution, all graph optimisations) in interleaved rounds: each round runs every variant ``--runs`` times,
+starting one further along each round, so drifts in machine load hit every variant alike. Reported: the
+median latency per variant and batch, and the ratio fp32 / variant (above 1: the variant is faster).
+``--json PATH`` also writes the figures. Runs are bounded by ``--rounds`` and ``--runs``.
+
+``--agreement``: instead of timing, for each network report how the int8 model (both targets) agrees with
+fp32 on a fixed set of random images (``--images``, seed 1; calibrated on ``--samples`` other random images,
+seed 0): the output SQNR, the relative error and the top-1 agreement. The networks have random weights, so
+this measures the quantizer, not accuracy on real data (tools/train_digits.py does that).
+
+Variants: ``fp32``; ``u8s8`` (uint8 activations, int8 weights: ``--target ort-cpu``'s default);
+``s8s8`` (symmetric int8 activations, int8 weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def session(model_bytes: bytes, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def variants_of(name: str, wanted: list[str], samples: int) -> dict[str, bytes]:
+    import netdsl
+    from netdsl.quantize import quantize
+
+    fp32 = netdsl.load(REPO / "networks" / f"{name}.net").to_onnx()
+    out = {}
+    for v in wanted:
+        if v == "fp32":
+            out[v] = fp32.SerializeToString()
+        else:
+            q = quantize(fp32, "random", target="ort-cpu", samples=samples, report=False,
+                         activations="int8" if v == "s8s8" else None)
+            out[v] = q.model.SerializeToString()
+    return out
+
+
+def time_network(name: str, args) -> dict:
+    import numpy as np
+
+    models = variants_of(name, args.variants, args.samples)
+    sessions = {v: session(b, args.threads) for v, b in models.items()}
+    rng = np.random.default_rng(0)
+    result = {}
+    for batch in args.batches:
+        x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+        names = list(sessions)
+        for s in sessions.values():  # warm up
+            s.run(None, {"image": x})
+        times: dict[str, list[float]] = {v: [] for v in names}
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for v in order:
+                for _ in range(args.runs):
+                    t = time.perf_counter()
+                    sessions[v].run(None, {"image": x})
+                    times[v].append(time.perf_counter() - t)
+        med = {v: statistics.median(t) for v, t in times.items()}
+        result[batch] = {v: {"median_ms": med[v] * 1e3, "fp32_ratio": med["fp32"] / med[v] if "fp32" in med else None,
+                             "runs": len(times[v])} for v in names}
+        line = ", ".join(f"{v} {med[v] * 1e3:.1f} ms" + (f" ({med['fp32'] / med[v]:.2f}x)" if v != "fp32"
+                                                          and "fp32" in med else "") for v in names)
+        print(f"{name} batch {batch}: {line}", flush=True)
+    return result
+
+
+def agreement(name: str, args) -> dict:
+    import numpy as np
+
+    import netdsl
+    from netdsl.quantize import calibration_data, quantize, sqnr_db
+
+    fp32 = netdsl.load(REPO / "networks" / f"{name}.net").to_onnx()
+    dims = [d.dim_value for d in fp32.graph.input[0].type.tensor_type.shape.dim[1:]]
+    images = np.random.default_rng(1).standard_normal((args.images, *dims)).astype(np.float32)
+    cal = calibration_data("random", fp32, samples=args.samples, seed=0)
+
+    def logits(model_bytes: bytes) -> np.ndarray:
+        s = session(model_bytes, args.threads)
+        return np.concatenate([s.run(None, {"image": images[i:i + 8]})[0] for i in range(0, len(images), 8)])
+
+    ref = logits(fp32.SerializeToString())
+    out = {}
+    for target in ("ort-cpu", "trt"):
+        got = logits(quantize(fp32, cal, target=target, report=False).model.SerializeToString())
+        rel = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+        top1 = float(np.mean(got.argmax(1) == ref.argmax(1)))
+        out[target] = {"sqnr_db": sqnr_db(rel), "rel_error": rel, "top1_agreement": top1}
+        print(f"{name} {target}: SQNR {sqnr_db(rel):.1f} dB, rel error {rel:.4f}, top-1 agreement {top1:.1%} "
+              f"({len(images)} images)", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--networks", default="resnet50,mobilenet_v2,vgg16")
+    ap.add_argument("--variants", default="fp32,u8s8")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=3, help="runs of each variant per round")
+    ap.add_argument("--samples", type=int, default=8, help="random calibration samples")
+    ap.add_argument("--agreement", action="store_true", help="SQNR and top-1 agreement instead of timings")
+    ap.add_argument("--images", type=int, default=64, help="random images of --agreement")
+    ap.add_argument("--json", metavar="PATH")
+    args = ap.parse_args()
+    args.variants = args.variants.split(",")
+    args.batches = [int(b) for b in args.batches.split(",")]
+    import numpy as np
+    import onnxruntime as ort
+
+    from netdsl.machine import cpu_name
+
+    info = {"cpu": cpu_name(), "python": platform.python_version(), "onnxruntime": ort.__version__,
+            "numpy": np.__version__, "threads": args.threads, "rounds": args.rounds, "runs": args.runs}
+    print(json.dumps(info), flush=True)
+    measure = agreement if args.agreement else time_network
+    results = {n: measure(n, args) for n in args.networks.split(",")}
+    if args.json:
+        Path(args.json).write_text(json.dumps({"info": info, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
