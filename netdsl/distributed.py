@@ -33,7 +33,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -372,7 +372,6 @@ class BatchOptions:
     device: str = "cpu"
     opt_level: str = "all"
     precision: str = "fp32"
-    session: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -384,20 +383,25 @@ class BatchResult:
     duplicates: int  # paths written more than once (0 unless something is badly wrong)
 
 
+def check_batch_model(source: ModelSource, topk: int) -> None:
+    """UsageError unless a batch job can feed the model (one input) and, with ``topk``, rank its outputs."""
+    if len(source.inputs) != 1:
+        raise UsageError(f"`netdsl batch` feeds models of one input; {plain(source.name, 200)} has "
+                         f"{len(source.inputs)}: {', '.join(s.describe() for s in source.inputs)}")
+    if topk and classifier_output(source.outputs) is None:
+        raise UsageError(f"{plain(source.name, 200)}'s outputs are not one batch of class scores "
+                         f"({', '.join(s.describe() for s in source.outputs)}); use --raw")
+
+
 def run_batch(source: ModelSource, inputs: Inputs, dest: str, options: BatchOptions) -> BatchResult:
     """Score every input with the model on the connected Ray cluster and write DEST, a folder of parquet files
     (one row per input). A local DEST is written to a hidden folder beside it and moved into place at the end,
     so an interrupted job leaves no partial output."""
+    check_batch_model(source, options.topk)
     ray = ray_module()
     rd = ray_data()
-    if len(source.inputs) != 1:
-        raise UsageError(f"`netdsl batch` feeds models of one input; {plain(source.name, 200)} has "
-                         f"{len(source.inputs)}: {', '.join(s.describe() for s in source.inputs)}")
     spec = source.inputs[0]
     prep = preprocessing_of(source).get(spec.name)
-    if options.topk and classifier_output(source.outputs) is None:
-        raise UsageError(f"{plain(source.name, 200)}'s outputs are not one batch of class scores "
-                         f"({', '.join(s.describe() for s in source.outputs)}); use --raw")
     blocks = max(1, min(math.ceil(len(inputs.paths) / options.batch) if inputs.paths else 64, 1000))
     start = time.perf_counter()
     ds = read_dataset(inputs, spec, prep, options.batch, blocks)

@@ -214,6 +214,16 @@ def test_usage_errors_before_any_work(data, tmp_path):
     rc, _, err = netdsl_main("batch", data / "tiny.net", "--input", data / "images", "--output", tmp_path / "o",
                              "--gpus-per-actor", "1")
     assert rc == 2 and "--gpus-per-actor needs --device cuda" in err
+    features = tmp_path / "features.net"  # its output is a feature map, not class scores
+    features.write_text(dedent("""
+        network features {
+            input image: 3x32x32
+            conv: conv 4 3x3 pad 1
+            output out
+        }
+    """))
+    rc, _, err = netdsl_main("batch", features, "--input", data / "images", "--output", tmp_path / "o")
+    assert rc == 2 and "not one batch of class scores" in err and "use --raw" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from helpers import REPO, cli_env, dedent
+from helpers import REPO, cli_env, dedent, hide_modules, run_netdsl
 
 NET = dedent("""
     network tiny(classes=10) {
@@ -188,3 +188,12 @@ def test_sigterm_stops_the_service_cleanly(service):  # last: it ends the module
     except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
         return  # nothing listens any more
     assert status == 404  # or Serve's proxy is up and the application is gone
+
+
+def test_missing_ray_is_one_clear_message(tmp_path):
+    (tmp_path / "tiny.net").write_text(NET)
+    (tmp_path / "hidden").mkdir()
+    rc, out, err = run_netdsl("serve", tmp_path / "tiny.net", "--port", str(free_port()),
+                              pythonpath=hide_modules(tmp_path / "hidden", "ray"))
+    assert rc == 1 and out == ""
+    assert 'pip install "netdsl[ray]"' in err and "Traceback" not in err

@@ -7,7 +7,10 @@ which are also ONNX Runtime's threads, and ``--gpus-per-actor`` GPUs) run it. Se
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 
 from ..errors import UsageError
 from ..text import plain
@@ -36,8 +39,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise UsageError("--gpus-per-actor needs --device cuda or tensorrt")
     elif gpus == 0 and args.device != "cpu":
         raise UsageError(f"--device {plain(args.device, 40)} needs --gpus-per-actor above 0")
-    import os
-
     if any(os.path.realpath(args.output) == os.path.realpath(p)
            for p in (args.model, args.input, args.weights, args.labels) if p):
         raise UsageError(f"--output {plain(args.output, 200)}: that is an input of the command")
@@ -46,11 +47,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     inputs = distributed.list_inputs(args.input)
     model, _, options = compile_model(args)  # a .net compiled once, here
     source = model_source(model)
+    topk = 0 if args.raw else (args.topk or 5)
+    distributed.check_batch_model(source, topk)
     started = distributed.connect(args.ray)
+    if threading.current_thread() is threading.main_thread():  # Ray replaced the command's handler: SIGTERM = Ctrl-C
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         result = distributed.run_batch(source, inputs, args.output, distributed.BatchOptions(
             actors=args.actors, cpus=args.cpus_per_actor, gpus=gpus, batch=args.batch,
-            topk=0 if args.raw else (args.topk or 5), labels=labels, engine=args.engine, device=args.device,
+            topk=topk, labels=labels, engine=args.engine, device=args.device,
             opt_level=args.opt_level, precision=options["dtype"]))
     finally:
         if started:
@@ -64,6 +69,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
               f"{result.expected} inputs", file=sys.stderr)
         return 1
     return 0
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def register(sub) -> None:

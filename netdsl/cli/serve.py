@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import time
 
 from ..errors import UsageError
@@ -32,7 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model, _, options = compile_model(args)  # a .net compiled once, here
     source = model_source(model)
     started = distributed.connect(args.ray)
-    signal.signal(signal.SIGTERM, _terminated)  # Ray's driver replaced the command's handler: SIGTERM is Ctrl-C
+    if threading.current_thread() is threading.main_thread():  # Ray replaced the command's handler: SIGTERM = Ctrl-C
+        signal.signal(signal.SIGTERM, _terminated)
     app = f"netdsl-{source.name}"
     serve_options = distributed.ServeOptions(
         port=args.port, host=args.host, replicas=args.replicas, max_batch=args.max_batch,
