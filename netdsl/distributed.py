@@ -416,7 +416,9 @@ def run_batch(source: ModelSource, inputs: Inputs, dest: str, options: BatchOpti
     target = _staging(dest) if local else dest
     try:
         try:
-            scored.write_parquet(target)
+            # the writers reserve no CPU (the actors may hold every CPU, and output waiting for a writer that waits
+            # for a CPU would stall them), so their number is bounded instead
+            scored.write_parquet(target, ray_remote_args={"num_cpus": 0}, concurrency=max(2, options.actors))
         except KeyboardInterrupt:
             raise
         except NetdslError:

@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     versions = {"netdsl": netdsl.__version__, "ray": ray.__version__, "python": platform.python_version(),
-                "cpu": cpu_name(), "logical_cpus": logical_cpus()}
+                "cpu": cpu_name(), "logical_cpus": logical_cpus(),
+                "load_average_1min": round(os.getloadavg()[0], 1)}  # other work on the machine skews the figures
     if args.json:
         print(json.dumps({"model": name, "clients": args.clients, "versions": versions, "results": results},
                          indent=1))
