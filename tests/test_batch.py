@@ -147,6 +147,38 @@ def test_npy_input_and_rerun_replaces_the_output(ray, data, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_parquet_input_of_paths_and_of_arrays(ray, data, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import netdsl
+
+    paths = sorted(str(p.resolve()) for p in (data / "images" / "part2").rglob("*.png"))[:24]
+    pq.write_table(pa.table({"path": paths}), tmp_path / "paths.parquet")
+    rc, _, err = netdsl_main("batch", data / "tiny.net", "--input", tmp_path / "paths.parquet", "--output",
+                             tmp_path / "a", "--raw", "--batch", "8")
+    assert rc == 0, err
+    rows = read_output(tmp_path / "a")
+    assert sorted(rows) == paths
+    expected = run_reference(tmp_path, data / "tiny.net", paths)
+    np.testing.assert_allclose(np.array([rows[p]["logits"] for p in paths], dtype=np.float32), expected,
+                               rtol=1e-5, atol=1e-5)
+    # arrays under the input's name (flattened lists), one of them of the wrong size
+    x = np.random.default_rng(5).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    values = [row.ravel().tolist() for row in x] + [[1.0, 2.0]]
+    names = [f"sample{i}" for i in range(7)]
+    pq.write_table(pa.table({"path": names, "image": values}), tmp_path / "arrays.parquet")
+    rc, _, err = netdsl_main("batch", data / "tiny.net", "--input", tmp_path / "arrays.parquet", "--output",
+                             tmp_path / "b", "--raw")
+    assert rc == 0, err
+    assert "7 inputs (6 scored, 1 unreadable" in err
+    rows = read_output(tmp_path / "b")
+    assert "holds 2 values" in rows["sample6"]["error"]
+    expected = netdsl.Session(netdsl.load(data / "tiny.net")).run(image=x)["logits"]
+    np.testing.assert_allclose(np.array([rows[n]["logits"] for n in names[:6]], dtype=np.float32), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
 def _actor_pids() -> dict[int, bytes]:
     found = {}
     for entry in Path("/proc").iterdir():
