@@ -28,7 +28,7 @@ from .common import print_diagnostics
 COMMAND_MODULES = ("netdsl.cli.compile", "netdsl.cli.run", "netdsl.cli.weights", "netdsl.cli.compare",
                    "netdsl.cli.build", "netdsl.cli.bench", "netdsl.cli.doctor", "netdsl.cli.view",
                    "netdsl.cli.cache", "netdsl.cli.fmt", "netdsl.cli.lsp", "netdsl.cli.ops",
-                   "netdsl.cli.quantize", "netdsl.cli.export")
+                   "netdsl.cli.quantize", "netdsl.cli.export", "netdsl.cli.batch", "netdsl.cli.serve")
 FAST_COMMANDS = ("check", "summary", "compile")  # registered by COMMAND_MODULES[0] alone
 # the module that registers each command: a command given by name loads its own module only
 MODULE_OF = {**dict.fromkeys(FAST_COMMANDS, COMMAND_MODULES[0]),
