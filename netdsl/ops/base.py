@@ -72,8 +72,9 @@ class WeightSpec:
     suffix: str
     shape: Shape
     kind: str
-    init: str  # he_normal, zeros, ones
+    init: str  # kaiming_fan_out, small_normal, he_normal, zeros, ones (netdsl.weights.initial_value)
     fan_in: int = 1
+    fan_out: int = 1
 
 
 @dataclass(frozen=True, slots=True)
