@@ -8,9 +8,10 @@ does not agree, with the node that writes it.
 Default tolerances (:func:`default_tolerance`) follow the lower precision of the two runs compared. With
 ``u`` that precision's unit roundoff (fp32 2**-24, bf16 2**-8, fp16 2**-11; int8 half a step of 127 levels,
 2**-8) and ``t = 20 u`` rounded up to one digit (fp16 0.01, bf16 and int8 0.08), ``rtol = max(1e-3, t)`` and
-the absolute tolerance is relative to each tensor's magnitude: ``atol = max(1e-4, t) * max |reference|``, so near-zero elements of a tensor are judged against the
-tensor's range rather than their own size (a float16 conv output's elements near zero otherwise show
-relative errors in the hundreds). Explicit tolerances replace the defaults.
+the absolute tolerance is relative to each tensor's magnitude: ``atol = max(1e-4, t) * max |reference|``,
+so near-zero elements of a tensor are judged against the tensor's range rather than their own size (a
+float16 conv output's elements near zero otherwise show relative errors in the hundreds). Explicit
+tolerances replace the defaults.
 """
 
 from __future__ import annotations
