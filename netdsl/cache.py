@@ -425,6 +425,7 @@ def model_material(*, main: str, main_sha256: str, path: str, network: str | Non
             "args": {k: args[k] for k in sorted(args)}, "seed": seed, "opset": opset, "dtype": dtype,
             "keep_io_fp32": bool(keep_io_fp32), "fold_bn": bool(fold_bn), "weights_sha256": weights_sha256,
             "weights_rules": list(weights_rules), "allow_missing": bool(allow_missing), "netdsl": __version__,
+            "initialisation": "torchvision-rule-1",  # netdsl.weights' initial values; renamed when they change
             "onnx": _onnx_version()}
 
 

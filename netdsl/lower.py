@@ -115,7 +115,7 @@ class OnnxBuilder:
                     raise KeyError(name)
                 self.initializers.append(Initializer(name, spec.shape, _float32(),
                                                      functools.partial(initial_value, name, spec, self.seed),
-                                                     costly=spec.init == "he_normal"))
+                                                     costly=spec.init not in ("zeros", "ones")))
         return name
 
     def const(self, key: str, value, dtype: str | None = None) -> str:

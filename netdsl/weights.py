@@ -5,9 +5,15 @@ layout are known before any weight is computed; :func:`computed` yields the valu
 the costly ones ahead on worker threads. Lowering (:mod:`netdsl.lower`) builds its initializers from
 these; this module never imports the lowering.
 
-Initialisation (``netdsl compile --seed``): conv and fc weights He/Kaiming normal
-(std = sqrt(2 / fan_in)), biases zero, bn gamma 1, beta 0, running mean 0, running var 1, learned scales
-and slopes (layer_scale, prelu) their ``init`` value.
+Initialisation (``netdsl compile --seed``) follows torchvision's own per layer kind (ResNet, VGG, MobileNet,
+RegNet, EfficientNet initialise their layers so): conv weights Kaiming normal in fan-out mode,
+std = sqrt(2 / fan_out) with fan_out = out_channels / groups * kh * kw (the outputs each input feeds;
+torch counts all out_channels even in a grouped conv, which shrinks depthwise weights by sqrt(channels)
+and makes torchvision's default MobileNet logits ~1e-9), fc weights normal with std 0.01 (VGG's,
+MobileNet's and RegNet's rule; ResNet's default Linear has std 0.0128 at 2048 inputs), biases zero,
+bn gamma 1, beta 0, running mean 0, running var 1, learned scales and slopes (layer_scale,
+prelu) their ``init`` value. A random network's logits are then of the order of
+torchvision's (tests/test_default_init.py). These weights are for smoke tests and costs, not predictions.
 Each tensor draws from its own generator, numpy's ``default_rng([seed, crc32(name)])`` (PCG64,
 standard normals by the ziggurat method, float32), so a tensor's values do not depend on the order or
 the presence of other layers, nor on which thread computes them, and identical input gives identical
@@ -131,13 +137,19 @@ def initial_value(name: str, spec: WeightSpec, seed: int) -> np.ndarray:
         return np.ones(spec.shape, np.float32)
     if spec.init == "fill":
         return np.full(spec.shape, spec.fill, np.float32)
-    if spec.init == "he_normal":
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-        std = np.float32(math.sqrt(2.0 / max(spec.fan_in, 1)))
-        out = rng.standard_normal(spec.shape, dtype=np.float32)
-        out *= std
-        return out
-    raise AssertionError(spec.init)
+    std = _STD[spec.init](spec)
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+    out = rng.standard_normal(spec.shape, dtype=np.float32)
+    out *= np.float32(std)
+    return out
+
+
+# The standard deviation of each random initialisation (normal, mean 0), by WeightSpec.init.
+_STD: dict[str, Callable[[WeightSpec], float]] = {
+    "kaiming_fan_out": lambda spec: math.sqrt(2.0 / max(spec.fan_out, 1)),  # conv: torchvision's kaiming_normal_
+    "he_normal": lambda spec: math.sqrt(2.0 / max(spec.fan_in, 1)),  # fan-in mode
+    "small_normal": lambda spec: 0.01,  # fc: torchvision's normal_(0, 0.01)
+}
 
 
 def initial_weights(graph: Graph, seed: int = 0, workers: int | None = None) -> dict[str, np.ndarray]:
@@ -151,6 +163,6 @@ def initial_weights(graph: Graph, seed: int = 0, workers: int | None = None) -> 
         raise ValueError("seed must be non-negative")
     tasks = tuple(Initializer(name, tuple(spec.shape), np.dtype(np.float32),
                               lambda name=name, spec=spec: initial_value(name, spec, seed),
-                              costly=spec.init == "he_normal")
+                              costly=spec.init not in ("zeros", "ones"))
                   for name, spec, _ in graph.weight_specs())
     return {init.name: value for init, value in computed(tasks, workers)}

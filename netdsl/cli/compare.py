@@ -5,7 +5,10 @@
 
 Polygraphy-style. The first pair is the reference; every other pair is checked output by output:
 an element passes when ``|a - b| <= atol + rtol * |b|`` (``b`` the reference; NaN agrees only with NaN,
-an infinity only with the same infinity). Exit 0 when every output of every pair passes, 1 when one
+an infinity only with the same infinity). Unless ``--atol``/``--rtol`` are given, the tolerances follow the
+lower precision of the two pairs (:func:`netdsl.agreement.default_tolerance`; ``+fp16`` or a TensorRT
+``precision=fp16``): atol relative to each tensor's largest reference magnitude, and the table says which
+were applied. Exit 0 when every output of every pair passes, 1 when one
 fails or an engine is unavailable.
 
 A pair may carry ``+`` options: ``opt=LEVEL`` and ``threads=N`` (engine options), ``precision=P``
@@ -29,7 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..agreement import agreement, dims, first_divergence, intermediate_tensors
+from ..agreement import (
+    UNIT_ROUNDOFF,
+    agreement,
+    default_tolerance,
+    dims,
+    first_divergence,
+    intermediate_tensors,
+    lowest_precision,
+)
 from ..errors import EngineError, UsageError
 from ..text import plain, rich_safe
 from .common import add_model_options, compilation, dtype_options, int8_model, print_json
@@ -50,6 +61,13 @@ class Target:
     precision: str | None = None
     fold_bn: bool = False
     fp16: bool = False
+
+    @property
+    def numeric_precision(self) -> str:
+        """The precision this pair computes in, as far as tolerances go (unknown build precisions: fp32)."""
+        if self.fp16:
+            return "fp16"
+        return self.precision if self.precision in UNIT_ROUNDOFF else "fp32"
 
 
 def parse_targets(text: str) -> list[Target]:
@@ -198,16 +216,18 @@ def build_report(targets, models, sessions, feeds, results, args) -> dict:
                                   "prepare_seconds": s.prepare_seconds, **s.describe()})
     all_pass = True
     for t, s, res in zip(targets[1:], sessions[1:], results[1:], strict=True):
-        comp = {"engine": t.label, "reference": targets[0].label, "outputs": {}}
+        tol = default_tolerance(lowest_precision(targets[0].numeric_precision, t.numeric_precision),
+                                args.atol, args.rtol)
+        comp = {"engine": t.label, "reference": targets[0].label, "tolerance": tol.to_json(), "outputs": {}}
         for name in outputs:
             if name not in res:
                 comp["outputs"][name] = {"pass": False, "note": f"{t.label} has no output `{name}`"}
                 continue
-            comp["outputs"][name] = agreement(res[name], ref_out[name], args.atol, args.rtol).to_json()
+            comp["outputs"][name] = agreement(res[name], ref_out[name], tol).to_json()
         comp["pass"] = all(o["pass"] for o in comp["outputs"].values())
         all_pass &= comp["pass"]
         if args.per_layer:
-            compared, name, a = first_divergence(order, res, ref_out, args.atol, args.rtol)
+            compared, name, a = first_divergence(order, res, ref_out, tol)
             first = None
             if name is not None:
                 node = producer[name]
@@ -231,25 +251,26 @@ def print_report(report: dict) -> None:
     console = Console(highlight=False, soft_wrap=True)
     inputs = ", ".join(f"{rich_safe(k)} {dims(v['shape'])} {v['dtype']}" for k, v in report["inputs"].items())
     console.print(f"{rich_safe(report['model'])}: inputs {inputs} ({report['input_source']}); "
-                  f"atol {report['atol']:g}, rtol {report['rtol']:g}; reference {report['reference']}")
+                  f"reference {report['reference']}")
     for e in report["engines"]:
         console.print(f"  {rich_safe(e['label'])}: {e['engine']} {e.get('engine_version', '')} on "
                       f"{rich_safe(e.get('device_name', '?'))}, "
                       f"opt {e.get('opt_level', '-')}, {e.get('threads', '-')} threads, "
                       f"prepared in {e['prepare_seconds'] * 1000:.0f} ms")
     for comp in report["comparisons"]:
-        table = Table(title=f"{rich_safe(comp['engine'])} vs {rich_safe(comp['reference'])}", title_justify="left")
+        title = f"{rich_safe(comp['engine'])} vs {rich_safe(comp['reference'])}: {_rule(comp['tolerance'])}"
+        table = Table(title=title, title_justify="left")
         for col, justify in (("output", "left"), ("shape", "left"), ("max abs", "right"), ("max rel", "right"),
-                             ("mismatched", "right"), ("result", "left")):
+                             ("atol", "right"), ("mismatched", "right"), ("result", "left")):
             table.add_column(col, justify=justify)
         for name, o in comp["outputs"].items():
             if "max_abs" not in o:
-                table.add_row(rich_safe(name), "", "", "", "", "[red]FAIL[/red] " + rich_safe(o["note"]))
+                table.add_row(rich_safe(name), "", "", "", "", "", "[red]FAIL[/red] " + rich_safe(o["note"]))
                 continue
             verdict = "[green]pass[/green]" if o["pass"] else "[red]FAIL[/red]"
             note = " " + rich_safe(o["note"]) if "note" in o else ""
             table.add_row(rich_safe(name), dims(o["shape"]), _fmt(o["max_abs"]), _fmt(o["max_rel"]),
-                          f"{o['mismatched']}/{o['size']}", verdict + note)
+                          _fmt(o["atol"]), f"{o['mismatched']}/{o['size']}", verdict + note)
         console.print(table)
         if "per_layer" in comp:
             pl = comp["per_layer"]
@@ -283,6 +304,15 @@ def _quote(location: str | None, message: str) -> str:
     return Diagnostic("note", message, span).render()
 
 
+def _rule(tol: dict) -> str:
+    """How a comparison's tolerances were chosen, in words."""
+    if tol["precision"] == "explicit":
+        return f"atol {tol['atol']:g}, rtol {tol['rtol']:g} (given)"
+    atol = f"{tol['atol']:g}" if tol["atol"] is not None else f"{tol['atol_range']:g} x max|reference|"
+    given = " (rtol given)" if tol["rtol"] != default_tolerance(tol["precision"]).rtol else ""
+    return f"{tol['precision']} tolerances: atol {atol}, rtol {tol['rtol']:g}{given}"
+
+
 def _fmt(x) -> str:
     return x if isinstance(x, str) else f"{x:.3g}"
 
@@ -294,8 +324,10 @@ def register(sub) -> None:
                    help="comma list of engine:device[+option...], the first being the reference, e.g. "
                         "ort:cpu,ort:cuda,trt:cuda or ort:cpu,ort:cpu+opt=disable,ort:cpu+fold-bn,ort:cpu+fp16 "
                         "(options: opt=LEVEL, threads=N, precision=P, fold-bn, fp16)")
-    p.add_argument("--atol", type=tolerance, default=1e-4, help="absolute tolerance (default 1e-4)")
-    p.add_argument("--rtol", type=tolerance, default=1e-3, help="relative tolerance (default 1e-3)")
+    p.add_argument("--atol", type=tolerance, help="absolute tolerance (default: by the lower precision compared, "
+                   "relative to each tensor's range; fp32: 1e-4 x max|reference|, fp16: 0.01 x max|reference|)")
+    p.add_argument("--rtol", type=tolerance, help="relative tolerance (default: by the lower precision compared; "
+                   "fp32: 1e-3, fp16: 0.01)")
     p.add_argument("--input", action="append", metavar="NAME=FILE",
                    help="an input: .npy, .npz, an image or a folder of images (repeatable); default: random")
     p.add_argument("--batch", type=int, metavar="N", help="batch size of the random input (default 1)")

@@ -82,9 +82,10 @@ class WeightSpec:
     suffix: str
     shape: Shape
     kind: str
-    init: str  # he_normal, zeros, ones, fill (every value ``fill``)
+    init: str  # kaiming_fan_out, small_normal, he_normal, zeros, ones, fill (netdsl.weights.initial_value)
     fan_in: int = 1
-    fill: float = 0.0
+    fan_out: int = 1
+    fill: float = 0.0  # every value, for init ``fill``
 
 
 def weight_name(layer: str, suffix: str) -> str:

@@ -41,7 +41,7 @@ class Fc(Op):
         return (a.out,), a.with_(in_features=x[0])
 
     def weights(self, a, inputs):
-        w = [WeightSpec("weight", (a.out, a.in_features), "param", "he_normal", a.in_features)]
+        w = [WeightSpec("weight", (a.out, a.in_features), "param", "small_normal", a.in_features, a.out)]
         if a.bias:
             w.append(WeightSpec("bias", (a.out,), "param", "zeros"))
         return w

@@ -139,7 +139,9 @@ class Conv(Windowed):
 
     def weights(self, a, inputs):
         fan_in = a.in_channels // a.groups * a.kernel[0] * a.kernel[1]
-        w = [WeightSpec("weight", (a.out, a.in_channels // a.groups, *a.kernel), "param", "he_normal", fan_in)]
+        fan_out = a.out // a.groups * a.kernel[0] * a.kernel[1]
+        w = [WeightSpec("weight", (a.out, a.in_channels // a.groups, *a.kernel), "param", "kaiming_fan_out",
+                        fan_in, fan_out)]
         if a.bias:
             w.append(WeightSpec("bias", (a.out,), "param", "zeros"))
         return w
