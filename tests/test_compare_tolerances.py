@@ -76,8 +76,8 @@ def _corrupt_fp16_weight(monkeypatch, weight: str) -> None:
 
     real = compare.variant
 
-    def faulty(model, target):
-        out = real(model, target)
+    def faulty(model, target, *args, **kwargs):
+        out = real(model, target, *args, **kwargs)
         if target.fp16:
             (init,) = [i for i in out.graph.initializer if i.name == weight]
             value = onnx.numpy_helper.to_array(init).copy()

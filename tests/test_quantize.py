@@ -53,14 +53,15 @@ def _images(model: onnx.ModelProto, n: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("name", ["lenet5", "resnet18", "mobilenet_v2"])
 def test_quantize_end_to_end(name, target, tmp_path):
     out = tmp_path / f"{name}.int8.onnx"
-    rc, stdout, err = netdsl_main("quantize", NETS / f"{name}.net", "--calibrate", "random", "--samples", "2",
+    # 8 samples: with fewer, minmax ranges from random data can miss inputs drawn later (lenet5: 0.21 with 2)
+    rc, stdout, err = netdsl_main("quantize", NETS / f"{name}.net", "--calibrate", "random", "--samples", "8",
                                   "--target", target, "-o", out, "--top", "5")
     assert rc == 0, err
     model = onnx.load(out)
     onnx.checker.check_model(model, full_check=True)
     assert is_quantized(model)
     record = quantization_record(model)
-    assert record["target"] == target and record["method"] == "minmax" and record["samples"] == 2
+    assert record["target"] == target and record["method"] == "minmax" and record["samples"] == 8
     assert record["random"] is True and record["excluded"] == []
     # the report: meaningless-for-accuracy note, ranked layers with their .net locations, the output error
     assert "random inputs" in stdout and "mean nothing for real data" in stdout
