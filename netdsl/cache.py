@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -109,6 +110,19 @@ def fingerprint(st: os.stat_result) -> list[int]:
 def read_regular_stat(path: Path, max_size: int, expect_size: int | None = None) \
         -> tuple[bytes, os.stat_result] | None:
     """:func:`read_regular`, with the ``fstat`` of the descriptor the bytes were read from."""
+    found = open_regular(path, max_size, expect_size)
+    if found is None:
+        return None
+    fd, st = found
+    try:
+        return read_open(fd, st), st
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: Path, max_size: int, expect_size: int | None = None) -> tuple[int, os.stat_result] | None:
+    """A descriptor of the regular file ``path`` (blocking reads) and its ``fstat``, or None when it does not
+    exist; checked as :func:`read_regular` says, before anything is read. The caller closes it."""
     try:
         fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
     except FileNotFoundError:
@@ -126,22 +140,52 @@ def read_regular_stat(path: Path, max_size: int, expect_size: int | None = None)
         if st.st_size > max_size:
             raise OddEntry(f"holds {st.st_size:,} bytes, more than the {max_size:,} expected")
         os.set_blocking(fd, True)
-        chunks, left = [], st.st_size + 1  # one byte more reveals a file that grew
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 30))  # one read, as a rule: no copy to join the pieces
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) != st.st_size:
-            raise OddEntry("changed while it was read")
-        after = os.fstat(fd)
-        if fingerprint(after) != fingerprint(st):
-            raise OddEntry("changed while it was read")
-        return data, st
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd, st
+
+
+def read_open(fd: int, st: os.stat_result) -> bytes:
+    """The bytes of the file open at ``fd`` whose ``fstat`` was ``st``; OddEntry when it changed meanwhile."""
+    chunks, left = [], st.st_size + 1  # one byte more reveals a file that grew
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 30))  # one read, as a rule: no copy to join the pieces
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    if len(data) != st.st_size:
+        raise OddEntry("changed while it was read")
+    if fingerprint(os.fstat(fd)) != fingerprint(st):
+        raise OddEntry("changed while it was read")
+    return data
+
+
+class OpenEntry:
+    """A verified entry's data file, held open: :attr:`path` (``/proc/self/fd/N``) names the open descriptor,
+    so whoever opens that path (ONNX Runtime) reads the very file that was checked, whatever happens to the
+    cache folder meanwhile. Closed when this object goes away."""
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size = fd, size
+        self.path = f"/proc/self/fd/{fd}"
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@functools.cache
+def fd_paths() -> bool:
+    """Whether an open descriptor can be opened again by name (``/proc/self/fd``: Linux)."""
+    return sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
 
 
 def kind(mode: int) -> str:
@@ -247,8 +291,13 @@ class CacheStore:
         """
         return (self.load_entry(key, expect) or (None, None))[0]
 
-    def load_entry(self, key: str, expect: dict | None = None) -> tuple[bytes, dict] | None:
-        """(data, record) of a usable entry, or None; a use refreshes the record's time (least recently used)."""
+    def load_entry(self, key: str, expect: dict | None = None, *, held: bool = False) \
+            -> tuple[bytes | OpenEntry, dict] | None:
+        """(data, record) of a usable entry, or None; a use refreshes the record's time (least recently used).
+
+        ``held``: where the platform allows, an entry unchanged since it was last hashed (its fingerprint is
+        the recorded one) comes as an :class:`OpenEntry` instead of its bytes: nothing is read or hashed here,
+        and the engine reads the file itself."""
         data_path, meta, _ = self._paths(key)
         try:
             raw = read_regular(meta, self.max_record)
@@ -269,7 +318,16 @@ class CacheStore:
                     self.discard(key, f"was recorded for another {self.label} (its `{field}` differs)")
                     return None
             try:
-                found = read_regular_stat(data_path, max(record["size"], 0), expect_size=record["size"])
+                opened = open_regular(data_path, max(record["size"], 0), expect_size=record["size"])
+                if opened is None:
+                    found = None
+                elif held and fd_paths() and record.get("stat") == fingerprint(opened[1]):
+                    found = OpenEntry(opened[0], opened[1].st_size), opened[1]
+                else:
+                    try:
+                        found = read_open(*opened), opened[1]
+                    finally:
+                        os.close(opened[0])
             except OddEntry as e:
                 self.discard(key, f"has a {self.suffix} file that {e}")
                 return None
@@ -284,7 +342,7 @@ class CacheStore:
             self.discard(key, f"has a record but no {self.suffix} file")
             return None
         data, st = found
-        if record.get("stat") != fingerprint(st):  # written or changed since it was last hashed
+        if isinstance(data, bytes) and record.get("stat") != fingerprint(st):  # written or changed since hashed
             if hashlib.sha256(data).hexdigest() != record["sha256"]:
                 self.discard(key, f"has a {self.suffix} file whose sha256 differs from its record")
                 return None
@@ -381,7 +439,7 @@ class ModelCache(CacheStore):
         """(the model, the warnings recorded with it) that ``material`` describes, or None. The entry is
         used only while every file of the program (its imports too) still has the text it was compiled from."""
         key = material_key(material)
-        entry = self.load_entry(key, expect=material)
+        entry = self.load_entry(key, expect=material, held=True)
         if entry is None:
             return None
         record = entry[1]
@@ -425,7 +483,7 @@ def model_material(*, main: str, main_sha256: str, path: str, network: str | Non
             "args": {k: args[k] for k in sorted(args)}, "seed": seed, "opset": opset, "dtype": dtype,
             "keep_io_fp32": bool(keep_io_fp32), "fold_bn": bool(fold_bn), "weights_sha256": weights_sha256,
             "weights_rules": list(weights_rules), "allow_missing": bool(allow_missing), "netdsl": __version__,
-            "initialisation": "torchvision-rule-1",  # netdsl.weights' initial values; renamed when they change
+            "initialisation": "torchvision-rule-2",  # netdsl.weights' initial values; renamed when they change
             "onnx": _onnx_version()}
 
 
@@ -454,10 +512,21 @@ def material_key(material: dict) -> str:
 
 
 def _onnx_version() -> str:
+    """The installed onnx's version, without importing onnx: from the name of the ``onnx-<version>.dist-info``
+    folder beside the package where there is exactly one (as pip installs it; ~1 ms), else from
+    ``importlib.metadata`` (~30 ms: it imports more and scans every distribution on the path)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnx")
+    if spec is not None and spec.origin:
+        site = Path(spec.origin).parent.parent
+        found = [p.name for p in site.glob("onnx-*.dist-info")]
+        if len(found) == 1:
+            return found[0][len("onnx-"):-len(".dist-info")]
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("onnx")  # from the package's metadata: onnx itself is not imported
+        return version("onnx")
     except PackageNotFoundError:  # pragma: no cover - onnx is a dependency
         return "unknown"
 
@@ -478,8 +547,9 @@ def describe_source(source: ModelSource) -> dict:
             "metadata": dict(source.metadata), "locations": dict(source.net_locations)}
 
 
-def source_from_entry(data: bytes, record: dict) -> ModelSource:
-    """The :class:`~netdsl.engines.ModelSource` of a cached model, from its record (onnx is not imported)."""
+def source_from_entry(data: bytes | OpenEntry, record: dict) -> ModelSource:
+    """The :class:`~netdsl.engines.ModelSource` of a cached model, from its record (onnx is not imported); an
+    :class:`OpenEntry` becomes a source by path, which holds the entry open while it lives."""
     import numpy as np
 
     from .engines import ModelSource, TensorSpec
@@ -489,8 +559,10 @@ def source_from_entry(data: bytes, record: dict) -> ModelSource:
     def specs(items) -> tuple:
         return tuple(TensorSpec(name, tuple(shape), np.dtype(dtype)) for name, shape, dtype in items)
 
-    return ModelSource(model["name"], data, None, specs(model["inputs"]), specs(model["outputs"]),
-                       dict(model["metadata"]), dict(model["locations"]))
+    held = isinstance(data, OpenEntry)
+    return ModelSource(model["name"], None if held else data, data.path if held else None, specs(model["inputs"]),
+                       specs(model["outputs"]), dict(model["metadata"]), dict(model["locations"]),
+                       held=data if held else None)
 
 
 def replay(messages: str, stream=None) -> None:

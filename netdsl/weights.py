@@ -14,11 +14,15 @@ MobileNet's and RegNet's rule; ResNet's default Linear has std 0.0128 at 2048 in
 bn gamma 1, beta 0, running mean 0, running var 1, learned scales and slopes (layer_scale,
 prelu) their ``init`` value. A random network's logits are then of the order of
 torchvision's (tests/test_default_init.py). These weights are for smoke tests and costs, not predictions.
-Each tensor draws from its own generator, numpy's ``default_rng([seed, crc32(name)])`` (PCG64,
-standard normals by the ziggurat method, float32), so a tensor's values do not depend on the order or
-the presence of other layers, nor on which thread computes them, and identical input gives identical
-bytes. Because tensors are independent, they are computed in parallel (numpy's generators release
-the GIL), which is most of what ``netdsl compile`` spends beyond imports.
+Each tensor draws from its own generator, numpy's ``default_rng([seed, crc32(name)])`` (PCG64), so a
+tensor's values do not depend on the order or the presence of other layers, nor on which thread
+computes them, and identical input gives identical bytes. The standard normals are drawn by inverse
+transform with 16-bit resolution: each 16 bits of the generator's raw output pick one of 65,536
+equiprobable levels, the normal quantiles at (i + 1/2) / 65536 (|z| <= 4.32, variance 0.9997). That is
+integer arithmetic and one table lookup per value, about four times faster than numpy's ziggurat on
+this machine class (70 against 270 ms of CPU for ResNet-50's 25.6 M weights), and for initial weights
+the difference from an exact normal does not matter. Because tensors are independent, they are computed
+in parallel (numpy releases the GIL), which is most of what ``netdsl compile`` spends beyond imports.
 
 numpy is imported on first use: ``netdsl check`` imports the lowering (hence this module) and must
 stay fast.
@@ -26,8 +30,10 @@ stay fast.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import statistics
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -137,11 +143,38 @@ def initial_value(name: str, spec: WeightSpec, seed: int) -> np.ndarray:
         return np.ones(spec.shape, np.float32)
     if spec.init == "fill":
         return np.full(spec.shape, spec.fill, np.float32)
-    std = _STD[spec.init](spec)
+    std = init_std(spec)
     rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-    out = rng.standard_normal(spec.shape, dtype=np.float32)
+    out = standard_normal(rng, tuple(spec.shape))
     out *= np.float32(std)
     return out
+
+
+def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal float32 values of ``shape`` from ``rng``: 16 bits of its raw output per value, each
+    picking one of the 65,536 equiprobable levels of :func:`_normal_levels` (little-endian on every
+    machine, so the values are the same everywhere)."""
+    import numpy as np
+
+    levels = _normal_levels()
+    out = np.empty(math.prod(shape), np.float32)
+    for start in range(0, out.size, _CHUNK):  # in chunks: the raw draws stay small (and in cache)
+        part = out[start:start + _CHUNK]
+        raw = rng.bit_generator.random_raw((part.size + 3) // 4).astype("<u8", copy=False)
+        np.take(levels, raw.view("<u2")[:part.size], out=part)
+    return out.reshape(shape)
+
+
+_CHUNK = 1 << 16  # values per draw of standard_normal: a multiple of 4, so chunking does not change them
+
+
+@functools.cache
+def _normal_levels() -> np.ndarray:
+    """The standard normal's quantiles at (i + 1/2) / 65536, i = 0 .. 65535, as float32."""
+    import numpy as np
+
+    dist = statistics.NormalDist()
+    return np.array([dist.inv_cdf((i + 0.5) / 65536) for i in range(65536)], np.float32)
 
 
 # The standard deviation of each random initialisation (normal, mean 0), by WeightSpec.init.
@@ -150,6 +183,11 @@ _STD: dict[str, Callable[[WeightSpec], float]] = {
     "he_normal": lambda spec: math.sqrt(2.0 / max(spec.fan_in, 1)),  # fan-in mode
     "small_normal": lambda spec: 0.01,  # fc: torchvision's normal_(0, 0.01)
 }
+
+
+def init_std(spec: WeightSpec) -> float:
+    """The standard deviation of a randomly initialised weight (mean 0); KeyError for a constant one."""
+    return _STD[spec.init](spec)
 
 
 def initial_weights(graph: Graph, seed: int = 0, workers: int | None = None) -> dict[str, np.ndarray]:

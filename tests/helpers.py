@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import onnx
 import pytest
 
 import netdsl
+from netdsl.weights import init_std
 
 REPO = Path(__file__).resolve().parent.parent
 NETWORKS = REPO / "networks"
@@ -261,11 +263,18 @@ def paired_outputs(expected: Mapping[str, np.ndarray],
 
 
 def parity_weights(net: netdsl.Network, seed: int) -> dict[str, np.ndarray]:
-    """netdsl's deterministic initial weights from ``seed``, with every batch norm given non-trivial statistics
-    and affine parameters drawn from ``seed + 1`` (the initial ones, mean 0 and variance 1, would hide a bn that
-    mixes them up), layer norms' affine parameters in the same ranges and layer scales in [0.5, 1.5). The same
-    arrays whichever machine computes them: numpy's PCG64 stream."""
+    """Random weights from ``seed`` with the spread of netdsl's initialisation: each randomly initialised tensor
+    drawn from numpy's ``default_rng([seed, crc32(name)])`` ziggurat normals times netdsl's standard deviation
+    for it (independent of how netdsl itself draws them), constant ones as netdsl sets them, and every batch norm
+    given non-trivial statistics and affine parameters drawn from ``seed + 1`` (the initial ones, mean 0 and
+    variance 1, would hide a bn that mixes them up), layer norms' affine parameters in the same ranges and layer
+    scales in [0.5, 1.5). The same arrays whichever machine computes them: numpy's PCG64 stream."""
     weights = dict(net.initial_weights(seed))
+    for name, spec, _ in net.graph.weight_specs():
+        if spec.init in ("zeros", "ones", "fill"):
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+        weights[name] = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(init_std(spec))
     # A grouped conv's weights scaled by 1/sqrt(groups), to the range torchvision's kaiming_normal_(mode="fan_out")
     # gives them (it counts every output channel, not a group's): with depthwise convs sqrt(channels) larger, deep
     # squeeze-and-excitation networks (efficientnet_v2_s) grow activations to ~1e6 and saturate their sigmoid

@@ -39,7 +39,7 @@ def test_pass_exit_0(run_cli, small):
 
 
 def test_fail_exit_1_and_tolerances_decide(run_cli, small):
-    rc, out, err = run_cli("compare", small, "--engines", "ort:cpu,ort:cpu+fp16", "--atol", "0", "--rtol", "1e-3")
+    rc, out, err = run_cli("compare", small, "--engines", "ort:cpu,ort:cpu+fp16", "--atol", "0", "--rtol", "1e-4")
     assert rc == 1, err
     assert "FAIL: 1 of 1 comparisons disagree" in out
     assert "Traceback" not in err

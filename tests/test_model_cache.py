@@ -4,6 +4,7 @@ verified on use, safe under concurrent use, bounded in size, shown and cleared b
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -324,3 +325,38 @@ def test_an_entry_touched_but_not_changed_is_hashed_once(program, monkeypatch):
     rc, _, err = netdsl_main("run", program)
     assert rc == 0 and "warning" not in err
     assert entry.stat().st_size not in sizes
+
+
+@pytest.mark.skipif(not cache.fd_paths(), reason="reopening an open descriptor by name needs /proc/self/fd (Linux)")
+def test_an_unchanged_entry_reaches_the_runtime_through_the_descriptor_it_was_checked_by(program, monkeypatch):
+    """A hit whose fingerprint vouches for the file is not read into memory: the source names the descriptor it
+    was checked through, so the runtime reads that very file even if the entry is replaced or removed meanwhile;
+    the descriptor is closed with the source."""
+    import gc
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    fresh = netdsl.load(program).compiled()  # compiled and cached
+    assert fresh.onnx_bytes is not None
+    expected = netdsl.Session(fresh).run(image=x)["logits"]
+    sizes = _hashed_sizes(monkeypatch)
+    held = netdsl.load(program).compiled()
+    [entry] = model_files()
+    assert held.onnx_bytes is None and held.path.startswith("/proc/self/fd/")
+    assert os.path.samefile(held.path, entry) and entry.stat().st_size not in sizes
+    replacement = entry.with_name("replacement")
+    replacement.write_bytes(b"\0" * entry.stat().st_size)
+    os.replace(replacement, entry)  # an atomic replacement: a new file at the entry's name
+    assert held.read_bytes() == fresh.onnx_bytes
+    np.testing.assert_array_equal(netdsl.Session(held).run(image=x)["logits"], expected)
+    shipped = pickle.loads(pickle.dumps(held))  # to another process (Ray): the bytes, not this process's descriptor
+    assert shipped.onnx_bytes == fresh.onnx_bytes and shipped.path is None and shipped.held is None
+    entry.unlink()
+    np.testing.assert_array_equal(netdsl.Session(held).run(image=x)["logits"], expected)
+    del held
+    gc.collect()
+    netdsl.load(program).compiled()  # cached again
+    open_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        netdsl.Session(netdsl.load(program).compiled()).run(image=x)
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == open_before

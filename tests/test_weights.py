@@ -685,9 +685,11 @@ def test_fp16_report_names_the_layers(cli, small, tmp_path):
 
 
 def test_fp16_report_ignores_a_few_tiny_values():
-    """He-initialised weights hold a handful of values below 2**-24 (the tail of a normal distribution): no
+    """Normally distributed weights (as trained ones are, near zero) hold a handful of values below 2**-24: no
     report. A tensor where more than UNDERFLOW_SHARE of the values vanish is reported."""
-    weights = netdsl.load(REPO / "networks" / "resnet18.net").initial_weights()
+    rng = np.random.default_rng(0)
+    weights = {name: (rng.standard_normal(w.shape) * 0.05).astype(np.float32)
+               for name, w in netdsl.load(REPO / "networks" / "resnet18.net").initial_weights().items()}
     tiny = sum(int(((np.abs(w) > 0) & (np.abs(w) < 2**-24)).sum()) for w in weights.values())
     assert tiny > 0  # there are some, and they do not matter
     assert fp16_report(weights) == []
@@ -789,3 +791,19 @@ def test_pt_without_pytorch_is_a_clear_message(small, tmp_path):
     assert proc.stderr == ("netdsl: error: model.pt: reading PyTorch checkpoints needs PyTorch (pip install torch); "
                            "or convert it where PyTorch is installed: safetensors.torch.save_file(state_dict, "
                            "'model.safetensors')\n")
+
+
+def test_initial_normals_are_standard_and_do_not_depend_on_chunking():
+    """netdsl.weights.standard_normal: 65,536 equiprobable levels (the normal's quantiles), mean 0 and variance
+    about 1 over a large draw, and the values of a tensor larger than one chunk are those of one long draw."""
+    from netdsl import weights as w
+
+    levels = w._normal_levels()
+    assert levels.shape == (65536,) and np.all(np.diff(levels) > 0)
+    np.testing.assert_array_equal(levels, -levels[::-1])  # symmetric about 0
+    n = 3 * w._CHUNK + 6
+    x = w.standard_normal(np.random.default_rng(5), (n,))
+    assert x.dtype == np.float32 and np.isin(x, levels).all()
+    assert abs(float(x.mean())) < 0.01 and abs(float(x.std()) - 1) < 0.01
+    raw = np.random.default_rng(5).bit_generator.random_raw((n + 3) // 4).astype("<u8")
+    np.testing.assert_array_equal(x, levels[raw.view("<u2")[:n]])

@@ -3,8 +3,10 @@
 
     python tools/bench_int8.py                                  # ResNet-50, MobileNetV2, VGG-16
     python tools/bench_int8.py --networks resnet50 --variants fp32,u8s8,s8s8   # the activation-type choice
+    python tools/bench_int8.py --networks all --batches 1                      # every zoo network
 
-For each network: compile ``networks/<name>.net`` (seeded random weights) to fp32 ONNX, quantize it with
+For each network (``--networks all``: every file in networks/): compile ``networks/<name>.net`` (seeded
+random weights, the input at its declared size) to fp32 ONNX, quantize it with
 ``netdsl.quantize.quantize`` (``--target ort-cpu``, minmax, ``--samples`` random calibration samples:
 the ranges are meaningless for accuracy, and irrelevant to speed), and time every variant at each batch
 size with the same session options (``--threads`` intra-op threads, one inter-op thread, sequential
@@ -69,20 +71,21 @@ def time_network(name: str, args) -> dict:
 
     models = variants_of(name, args.variants, args.samples)
     sessions = {v: session(b, args.threads) for v, b in models.items()}
+    first = next(iter(sessions.values())).get_inputs()[0]
     rng = np.random.default_rng(0)
     result = {}
     for batch in args.batches:
-        x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+        x = rng.standard_normal((batch, *first.shape[1:])).astype(np.float32)
         names = list(sessions)
         for s in sessions.values():  # warm up
-            s.run(None, {"image": x})
+            s.run(None, {first.name: x})
         times: dict[str, list[float]] = {v: [] for v in names}
         for r in range(args.rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for v in order:
                 for _ in range(args.runs):
                     t = time.perf_counter()
-                    sessions[v].run(None, {"image": x})
+                    sessions[v].run(None, {first.name: x})
                     times[v].append(time.perf_counter() - t)
         med = {v: statistics.median(t) for v, t in times.items()}
         result[batch] = {v: {"median_ms": med[v] * 1e3, "fp32_ratio": med["fp32"] / med[v] if "fp32" in med else None,
@@ -106,14 +109,15 @@ def agreement(name: str, args) -> dict:
 
     def logits(model_bytes: bytes) -> np.ndarray:
         s = session(model_bytes, args.threads)
-        return np.concatenate([s.run(None, {"image": images[i:i + 8]})[0] for i in range(0, len(images), 8)])
+        feed = s.get_inputs()[0].name
+        return np.concatenate([s.run(None, {feed: images[i:i + 8]})[0] for i in range(0, len(images), 8)])
 
     ref = logits(fp32.SerializeToString())
     out = {}
     for target in ("ort-cpu", "trt"):
         got = logits(quantize(fp32, cal, target=target, report=False).model.SerializeToString())
         rel = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-        top1 = float(np.mean(got.argmax(1) == ref.argmax(1)))
+        top1 = float(np.mean(got.argmax(1) == ref.argmax(1)))  # per pixel for a segmentation network
         out[target] = {"sqnr_db": sqnr_db(rel), "rel_error": rel, "top1_agreement": top1}
         print(f"{name} {target}: SQNR {sqnr_db(rel):.1f} dB, rel error {rel:.4f}, top-1 agreement {top1:.1%} "
               f"({len(images)} images)", flush=True)
@@ -122,7 +126,8 @@ def agreement(name: str, args) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--networks", default="resnet50,mobilenet_v2,vgg16")
+    ap.add_argument("--networks", default="resnet50,mobilenet_v2,vgg16",
+                    help="comma-separated names from networks/, or `all`")
     ap.add_argument("--variants", default="fp32,u8s8")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=2)
@@ -144,9 +149,13 @@ def main() -> int:
             "numpy": np.__version__, "threads": args.threads, "rounds": args.rounds, "runs": args.runs}
     print(json.dumps(info), flush=True)
     measure = agreement if args.agreement else time_network
-    results = {n: measure(n, args) for n in args.networks.split(",")}
-    if args.json:
-        Path(args.json).write_text(json.dumps({"info": info, "results": results}, indent=1))
+    names = (sorted(p.stem for p in (REPO / "networks").glob("*.net")) if args.networks == "all"
+             else args.networks.split(","))
+    results = {}
+    for n in names:
+        results[n] = measure(n, args)
+        if args.json:  # after every network, so that a long run keeps what it measured
+            Path(args.json).write_text(json.dumps({"info": info, "results": results}, indent=1))
     return 0
 
 

@@ -3,9 +3,9 @@
 
 For each ``networks/<name>.net`` with a ``# torchvision: <call>`` header line this tool
 
-1. builds netdsl's deterministic weights for the network (``tests/helpers.py: parity_weights``: the initial
-   weights from ``--weight-seed`` with every batch norm's statistics and affine parameters drawn from the seed
-   after it),
+1. builds deterministic weights for the network (``tests/helpers.py: parity_weights``: normals from
+   ``--weight-seed`` with the spread of netdsl's initialisation, with every batch norm's statistics and affine
+   parameters drawn from the seed after it),
 2. builds the torchvision model from the header's call (``weights=None``: nothing is downloaded), loads those
    weights into it with ``load_state_dict`` (every key must match; torchvision's ``num_batches_tracked``
    counters are the only keys netdsl does not have) and puts it in eval mode,

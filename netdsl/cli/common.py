@@ -272,7 +272,7 @@ class Compilation:
         if self.cached is not None:
             import onnx
 
-            return onnx.load_from_string(self.cached.onnx_bytes)
+            return onnx.load_from_string(self.cached.read_bytes())
         proto = self.network.to_onnx(seed=self.seed, weights=self.weights, **self.options)
         if self.material is not None:
             self._store(proto)

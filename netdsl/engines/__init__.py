@@ -55,6 +55,15 @@ class ModelSource:
     outputs: tuple[TensorSpec, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
     net_locations: dict[str, str] = field(default_factory=dict)  # ONNX tensor name -> .net source location
+    held: object = field(default=None, repr=False, compare=False)  # what keeps ``path`` valid (an open cache file)
+
+    def __getstate__(self) -> dict:
+        """Pickled (for another process: Ray's object store) with its bytes when its path names a descriptor
+        open in this process only (a cache entry held open)."""
+        state = dict(self.__dict__)
+        if state.get("held") is not None:
+            state.update(onnx_bytes=self.read_bytes(), path=None, held=None)
+        return state
 
     def read_bytes(self) -> bytes:
         if self.onnx_bytes is not None:
