@@ -291,6 +291,7 @@ class Quantized:
     top1_agreement: float | None  # share of samples whose argmax agrees with fp32 (rank-2 outputs), else None
     layers: tuple[LayerError, ...] = field(default=())
     budget: float | None = None
+    float_ops: dict[str, int] = field(default_factory=dict)  # ort-cpu: :func:`float_islands` of the model
 
     @property
     def within_budget(self) -> bool:
@@ -306,7 +307,8 @@ class Quantized:
     def to_json(self) -> dict:
         out = {**self.record(), "budget": self.budget, "budget_excluded": list(self.budget_excluded),
                "within_budget": self.within_budget, "top1_agreement": self.top1_agreement,
-               "output_sqnr_db": _num(sqnr_db(self.output_error)), "layers": [x.to_json() for x in self.layers]}
+               "output_sqnr_db": _num(sqnr_db(self.output_error)), "layers": [x.to_json() for x in self.layers],
+               "float_ops": dict(self.float_ops)}
         if self.random:
             out["note"] = RANDOM_NOTE
         return out
@@ -352,6 +354,32 @@ def prepare_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
             except Exception:  # noqa: BLE001 - symbolic shape inference gives up on some graphs; ONNX's is enough
                 q.quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True)
         return onnx.load(dst)
+
+
+def float_islands(model: onnx.ModelProto) -> dict[str, int]:
+    """The ops ONNX Runtime's CPU provider runs in float inside the int8 ``model``, by type: in its optimised
+    graph, the ops (other than shape arithmetic) that read a dequantized activation. ONNX Runtime has int8
+    kernels for convs, matrix products, adds, muls, pools, sigmoid, concat and a few more, and fuses their
+    Q/DQ pairs; any other op (hard-swish, tanh, a resize, ...) costs a dequantize, the float op and a quantize
+    on every call, which is how an int8 model ends up slower than fp32. Empty when everything fused."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="netdsl-quant.") as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        graph = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    dequantized = {n.output[0] for n in graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] not in constants}
+    counts: dict[str, int] = {}
+    for n in graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Shape") and dequantized.intersection(n.input):
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def resolve_exclusions(model: onnx.ModelProto, patterns: Iterable[str]) -> tuple[str, ...]:
@@ -453,7 +481,8 @@ def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", me
                 qmodel = _quantize_once(prepared, cal, target, method, (*excluded, *chosen), cache, activations)
                 layers, out_err, top1 = layer_errors(prepared, qmodel, cal.head(REPORT_SAMPLES), (*excluded, *chosen))
     result = Quantized(qmodel, target, method, act_name, cal.samples, cal.source, cal.random,
-                       (*excluded, *chosen), tuple(chosen), out_err, top1, layers, budget)
+                       (*excluded, *chosen), tuple(chosen), out_err, top1, layers, budget,
+                       float_islands(qmodel) if target == "ort-cpu" else {})
     _record(qmodel, result)
     return result
 

@@ -80,6 +80,12 @@ def print_report(result, out: str, top: int) -> None:
     given = [x for x in result.excluded if x not in result.budget_excluded]
     if given:
         print("kept in fp32 (--exclude): " + ", ".join(plain(x, 60) for x in given))
+    if result.float_ops:
+        ops = ", ".join(f"{op} x{n}" for op, n in result.float_ops.items())
+        print(f"note: ONNX Runtime has no int8 kernel for {sum(result.float_ops.values())} op(s) here ({ops}): each "
+              "runs in float between a dequantize and a quantize, which can make the model slower than fp32; "
+              "time both (netdsl bench --precision int8) and keep the layers around them in fp32 (--exclude) "
+              "if it is")
     sizes = weight_bytes(result.model)
     print(f"wrote {plain(out)}: int8 weights {sizes.get('int8', 0):,} bytes, other weights "
           f"{sum(v for k, v in sizes.items() if k != 'int8'):,} bytes")
