@@ -66,10 +66,17 @@ def service(ray, tmp_path_factory):
         cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stderr: list[str] = []
     threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True).start()  # never let the pipe fill
-    line = proc.stdout.readline()  # the command says where it listens once the application is running
+    # The command says where it listens once the application is running; Ray may print log lines before that.
+    before: list[str] = []
+    for line in proc.stdout:
+        if "netdsl serve:" in line:
+            break
+        before.append(line)
+    else:
+        line = ""
     if "netdsl serve:" not in line:
         proc.kill()
-        pytest.fail(f"netdsl serve did not start: {line!r} {''.join(stderr)[-3000:]}")
+        pytest.fail(f"netdsl serve did not start: {''.join(before)[-2000:]!r} {''.join(stderr)[-3000:]}")
     base = f"http://127.0.0.1:{port}"
     assert f"{base}/v1/models/tiny" in line
     state = {"proc": proc, "stderr": stderr, "net": net}

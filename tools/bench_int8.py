@@ -15,13 +15,16 @@ starting one further along each round, so drifts in machine load hit every varia
 median latency per variant and batch, and the ratio fp32 / variant (above 1: the variant is faster).
 ``--json PATH`` also writes the figures. Runs are bounded by ``--rounds`` and ``--runs``.
 
+``--sensitivity``: instead of timing, how much the fp32 network itself amplifies rounding (fp16, input noise).
+
 ``--agreement``: instead of timing, for each network report how the int8 model (both targets) agrees with
 fp32 on a fixed set of random images (``--images``, seed 1; calibrated on ``--samples`` other random images,
 seed 0): the output SQNR, the relative error and the top-1 agreement. The networks have random weights, so
 this measures the quantizer, not accuracy on real data (tools/train_digits.py does that).
 
 Variants: ``fp32``; ``u8s8`` (uint8 activations, int8 weights: ``--target ort-cpu``'s default);
-``s8s8`` (symmetric int8 activations, int8 weights).
+``s8s8`` (symmetric int8 activations, int8 weights); ``u8s8-keep`` (u8s8 with the convs that feed or read an
+op ONNX Runtime has no int8 kernel for, such as hard-swish or tanh, kept in fp32).
 """
 
 from __future__ import annotations
@@ -61,9 +64,30 @@ def variants_of(name: str, wanted: list[str], samples: int) -> dict[str, bytes]:
             out[v] = fp32.SerializeToString()
         else:
             q = quantize(fp32, "random", target="ort-cpu", samples=samples, report=False,
-                         activations="int8" if v == "s8s8" else None)
+                         activations="int8" if v == "s8s8" else None,
+                         exclude=convs_around_float_ops(fp32) if v == "u8s8-keep" else ())
             out[v] = q.model.SerializeToString()
     return out
+
+
+def convs_around_float_ops(fp32) -> list[str]:
+    """The convs that feed or read an op ONNX Runtime has no int8 kernel for (hard-swish, tanh, ...): what the
+    ``u8s8-keep`` variant keeps in fp32."""
+    from onnxruntime.quantization import registry
+
+    from netdsl.quantize import prepare_fp32
+
+    graph = prepare_fp32(fp32).graph
+    int8_ops = {*registry.QLinearOpsRegistry, *registry.QDQRegistry, "Shape"}
+    producer = {o: n for n in graph.node for o in n.output}
+    keep: list[str] = []
+    for n in graph.node:
+        if n.op_type in int8_ops:
+            continue
+        feeding = [producer[i] for i in n.input if i in producer and producer[i].op_type == "Conv"]
+        reading = [m for m in graph.node if m.op_type == "Conv" and set(m.input) & set(n.output)]
+        keep.extend(c.name for c in (*feeding, *reading) if c.name not in keep)
+    return keep
 
 
 def time_network(name: str, args) -> dict:
@@ -124,6 +148,32 @@ def agreement(name: str, args) -> dict:
     return out
 
 
+def sensitivity(name: str, args) -> dict:
+    """How much the fp32 network itself amplifies rounding: the relative change of its outputs under fp16
+    (``--dtype fp16``, fp32 inputs and outputs) and under added input noise of 1e-4, 1e-3 and 1e-2 of the
+    input's scale, on 4 random images (seed 1). A network that amplifies these cannot stay close in int8."""
+    import numpy as np
+
+    import netdsl
+
+    net = netdsl.load(REPO / "networks" / f"{name}.net")
+    s32 = session(net.to_onnx().SerializeToString(), args.threads)
+    s16 = session(net.to_onnx(dtype="fp16", keep_io_fp32=True).SerializeToString(), args.threads)
+    feed = s32.get_inputs()[0]
+    x = np.random.default_rng(1).standard_normal((4, *feed.shape[1:])).astype(np.float32)
+    ref = s32.run(None, {feed.name: x})[0]
+
+    def rel(out: np.ndarray) -> float:
+        return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+    out = {"fp16": rel(s16.run(None, {feed.name: x})[0])}
+    noise = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    for eps in (1e-4, 1e-3, 1e-2):
+        out[f"noise {eps:g}"] = rel(s32.run(None, {feed.name: x + np.float32(eps) * noise})[0])
+    print(f"{name}: relative output change " + ", ".join(f"{k} {v:.4g}" for k, v in out.items()), flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--networks", default="resnet50,mobilenet_v2,vgg16",
@@ -136,6 +186,8 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=8, help="random calibration samples")
     ap.add_argument("--agreement", action="store_true", help="SQNR and top-1 agreement instead of timings")
     ap.add_argument("--images", type=int, default=64, help="random images of --agreement")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="how much fp16 and input noise move the fp32 network's outputs, instead of timings")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     args.variants = args.variants.split(",")
@@ -148,7 +200,7 @@ def main() -> int:
     info = {"cpu": cpu_name(), "python": platform.python_version(), "onnxruntime": ort.__version__,
             "numpy": np.__version__, "threads": args.threads, "rounds": args.rounds, "runs": args.runs}
     print(json.dumps(info), flush=True)
-    measure = agreement if args.agreement else time_network
+    measure = sensitivity if args.sensitivity else agreement if args.agreement else time_network
     names = (sorted(p.stem for p in (REPO / "networks").glob("*.net")) if args.networks == "all"
              else args.networks.split(","))
     results = {}
