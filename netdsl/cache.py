@@ -94,8 +94,14 @@ def read_regular(path: Path, max_size: int, expect_size: int | None = None) -> b
     (against ``max_size`` and ``expect_size``) before reading anything: a sparse multi-gigabyte
     file costs nothing. Raises OddEntry for anything else at ``path``, OSError when unreadable.
     """
-    found = read_regular_stat(path, max_size, expect_size)
-    return None if found is None else found[0]
+    found = open_regular(path, max_size, expect_size)
+    if found is None:
+        return None
+    fd, st = found
+    try:
+        return read_open(fd, st)
+    finally:
+        os.close(fd)
 
 
 def fingerprint(st: os.stat_result) -> list[int]:
@@ -105,19 +111,6 @@ def fingerprint(st: os.stat_result) -> list[int]:
     and an atomic replacement is a new inode: a file whose fingerprint equals the one recorded when it was
     written (or last hashed) still holds the bytes it held then."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def read_regular_stat(path: Path, max_size: int, expect_size: int | None = None) \
-        -> tuple[bytes, os.stat_result] | None:
-    """:func:`read_regular`, with the ``fstat`` of the descriptor the bytes were read from."""
-    found = open_regular(path, max_size, expect_size)
-    if found is None:
-        return None
-    fd, st = found
-    try:
-        return read_open(fd, st), st
-    finally:
-        os.close(fd)
 
 
 def open_regular(path: Path, max_size: int, expect_size: int | None = None) -> tuple[int, os.stat_result] | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import logging
 import math
@@ -291,7 +292,12 @@ class Quantized:
     top1_agreement: float | None  # share of samples whose argmax agrees with fp32 (rank-2 outputs), else None
     layers: tuple[LayerError, ...] = field(default=())
     budget: float | None = None
-    float_ops: dict[str, int] = field(default_factory=dict)  # ort-cpu: :func:`float_islands` of the model
+
+    @functools.cached_property
+    def float_ops(self) -> dict[str, int]:
+        """ort-cpu: :func:`float_islands` of the model (computed when first asked: it builds an ONNX Runtime
+        session); empty for the trt target."""
+        return float_islands(self.model) if self.target == "ort-cpu" else {}
 
     @property
     def within_budget(self) -> bool:
@@ -481,8 +487,7 @@ def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", me
                 qmodel = _quantize_once(prepared, cal, target, method, (*excluded, *chosen), cache, activations)
                 layers, out_err, top1 = layer_errors(prepared, qmodel, cal.head(REPORT_SAMPLES), (*excluded, *chosen))
     result = Quantized(qmodel, target, method, act_name, cal.samples, cal.source, cal.random,
-                       (*excluded, *chosen), tuple(chosen), out_err, top1, layers, budget,
-                       float_islands(qmodel) if target == "ort-cpu" else {})
+                       (*excluded, *chosen), tuple(chosen), out_err, top1, layers, budget)
     _record(qmodel, result)
     return result
 

@@ -55,6 +55,19 @@ SMALL = dedent("""
 """)
 
 
+# a tiny image classifier with declared preprocessing (3x32x32 images, resized to a shorter side of 36 and
+# centre-cropped, then normalised), for the batch and serve tests
+TINY_IMAGES = dedent("""
+    network tiny(classes=10) {
+        input image: 3x32x32 resize=36 mean=(0.5, 0.4, 0.3) std=(0.2, 0.25, 0.3)
+        conv: conv 8 3x3 pad 1 -> relu
+        pool: maxpool 2x2 /2 -> flatten
+        fc: fc classes
+        output logits
+    }
+""")
+
+
 def ort_session(model: onnx.ModelProto):
     import onnxruntime as ort
 

@@ -14,18 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import dedent, hide_modules, netdsl_main, run_netdsl
+from helpers import TINY_IMAGES, dedent, hide_modules, netdsl_main, run_netdsl
 
-# 3x32x32 images, resized (shorter side 36) and centre-cropped as declared, then normalised
-NET = dedent("""
-    network tiny(classes=10) {
-        input image: 3x32x32 resize=36 mean=(0.5, 0.4, 0.3) std=(0.2, 0.25, 0.3)
-        conv: conv 8 3x3 pad 1 -> relu
-        pool: maxpool 2x2 /2 -> flatten
-        fc: fc classes
-        output logits
-    }
-""")
+NET = TINY_IMAGES
 # heavier per image, so that a run lasts long enough to kill an actor in the middle of it
 SLOW = dedent("""
     network slow(classes=10) {

@@ -20,17 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from helpers import REPO, cli_env, dedent, hide_modules, run_netdsl
+from helpers import REPO, TINY_IMAGES, cli_env, hide_modules, run_netdsl
 
-NET = dedent("""
-    network tiny(classes=10) {
-        input image: 3x32x32 resize=36 mean=(0.5, 0.4, 0.3) std=(0.2, 0.25, 0.3)
-        conv: conv 8 3x3 pad 1 -> relu
-        pool: maxpool 2x2 /2 -> flatten
-        fc: fc classes
-        output logits
-    }
-""")
+NET = TINY_IMAGES
 MAX_BATCH = 8
 
 

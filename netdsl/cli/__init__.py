@@ -21,7 +21,7 @@ from collections.abc import Callable
 from ..errors import NetdslError, UsageError
 from ..text import plain
 from ..version import __version__
-from .common import print_diagnostics
+from .common import print_diagnostics, sigterm_as_interrupt
 
 # Each command module defines ``register(subparsers)``; modules beyond the first are imported only
 # to declare their options, and import their heavy dependencies lazily when run.
@@ -94,14 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def _terminated(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends the command as Ctrl-C does: temporary files are removed, exit 130
-
-
 def entry() -> None:
     import signal
 
-    signal.signal(signal.SIGTERM, _terminated)
+    sigterm_as_interrupt()
     try:
         code = main()
     except KeyboardInterrupt:  # a signal that arrived outside the command itself (parsing options, returning)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 
 from ..errors import UsageError
 from ..text import plain
-from .common import add_weight_options, compile_model
+from .common import add_weight_options, compile_model, sigterm_as_interrupt
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -50,8 +48,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     topk = 0 if args.raw else (args.topk or 5)
     distributed.check_batch_model(source, topk)
     started = distributed.connect(args.ray)
-    if threading.current_thread() is threading.main_thread():  # Ray replaced the command's handler: SIGTERM = Ctrl-C
-        signal.signal(signal.SIGTERM, _terminated)
+    sigterm_as_interrupt()  # Ray replaced the command's handler
     try:
         result = distributed.run_batch(source, inputs, args.output, distributed.BatchOptions(
             actors=args.actors, cpus=args.cpus_per_actor, gpus=gpus, batch=args.batch,
@@ -69,10 +66,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
               f"{result.expected} inputs", file=sys.stderr)
         return 1
     return 0
-
-
-def _terminated(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def register(sub) -> None:

@@ -24,6 +24,21 @@ if TYPE_CHECKING:  # the compiler is imported when a command runs, not when its 
     from ..network import Network
 
 
+# ----------------------------------------------------------------------------- signals
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the command as Ctrl-C does: temporary files are removed, exit 130
+
+
+def sigterm_as_interrupt() -> None:
+    """Make SIGTERM end the command as Ctrl-C does: at start, and again after a library that installs its own
+    handler (Ray, when it connects). Only the main thread may set handlers; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
 # ----------------------------------------------------------------------------- output
 def use_color(stream) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 
 from ..errors import UsageError
 from ..text import plain
-from .common import add_weight_options, compile_model
+from .common import add_weight_options, compile_model, sigterm_as_interrupt
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -33,8 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model, _, options = compile_model(args)  # a .net compiled once, here
     source = model_source(model)
     started = distributed.connect(args.ray)
-    if threading.current_thread() is threading.main_thread():  # Ray replaced the command's handler: SIGTERM = Ctrl-C
-        signal.signal(signal.SIGTERM, _terminated)
+    sigterm_as_interrupt()  # Ray replaced the command's handler
     app = f"netdsl-{source.name}"
     serve_options = distributed.ServeOptions(
         port=args.port, host=args.host, replicas=args.replicas, max_batch=args.max_batch,
@@ -60,10 +57,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             distributed.ray_module().shutdown()
     print("netdsl serve: stopped", file=sys.stderr)
     return 0
-
-
-def _terminated(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def register(sub) -> None:
