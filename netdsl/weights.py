@@ -99,6 +99,11 @@ def computed(initializers: tuple[Initializer, ...], workers: int | None = None,
         return
     from concurrent.futures import ThreadPoolExecutor
 
+    # numpy imports numpy.random on first use: import it here, in the main thread, before any worker can. Seen
+    # otherwise: after a SIGTERM during `netdsl compile`, both workers waited forever in importlib's module lock
+    # for numpy.random and the main thread for their results, so the command hung.
+    import numpy.random  # noqa: F401
+
     with ThreadPoolExecutor(workers, thread_name_prefix="netdsl-weights") as pool:
         ahead: deque = deque()  # (initializer, its future or None), in model order
         upcoming = iter(initializers)
