@@ -250,6 +250,27 @@ def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["big.net"]
 
 
+INTERRUPTED_IN_EVAL = """
+import os
+from netdsl import cli
+
+def main(argv=None):  # the signal arrives while code run from a string is running, as in namedtuple's eval
+    eval("os.kill(os.getpid(), 15) or os.pause()")
+
+cli.main = main
+cli.entry()
+"""
+
+
+def test_an_interrupt_inside_code_run_from_a_string_still_exits_130(tmp_path):
+    # CPython notes such an interrupt as unhandled even when entry() catches it, and under `python -m` would
+    # then end the process by SIGINT (-2) after printing "interrupted"
+    (tmp_path / "interrupted_in_eval.py").write_text(INTERRUPTED_IN_EVAL)
+    proc = subprocess.run([sys.executable, "-m", "interrupted_in_eval"], cwd=tmp_path, capture_output=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    assert (proc.returncode, proc.stderr.decode()) == (130, "netdsl: interrupted\n")
+
+
 def test_stale_temporaries_are_swept_by_the_next_write(tmp_path):
     an_hour_ago = time.time() - 3600
     stale = tmp_path / f".model.onnx.{DEAD_PID}.0123abcd.tmp"  # its writer was killed

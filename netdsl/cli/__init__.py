@@ -104,4 +104,14 @@ def entry() -> None:
         print("netdsl: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing of netdsl's is left to clean up while Python exits
+    if code == EXIT_INTERRUPTED:
+        _forget_interrupt()
     sys.exit(code)
+
+
+def _forget_interrupt() -> None:
+    """Let an interrupt that was handled end the process with exit 130. CPython notes a KeyboardInterrupt that
+    leaves code run from a string (``eval``/``exec`` of text, as ``collections.namedtuple`` does during an import)
+    as unhandled, even when a caller catches it, and under ``python -m`` then ends the process by SIGINT instead
+    of its exit status; the note is cleared whenever such code starts, so running an empty one clears it."""
+    exec("None")  # noqa: S102 - a constant text: what clears the note
