@@ -28,7 +28,9 @@ import functools
 import json
 import logging
 import math
+import statistics
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,10 +53,19 @@ RANDOM_SAMPLES = 8
 CALIBRATION_BATCH = 8  # samples per calibration run
 REPORT_SAMPLES = 16  # samples the per-layer error report runs both models on
 MAX_BUDGET_STEPS = 64
+SPEED_ROUNDS = 7  # --fastest: interleaved timing rounds
+SPEED_ROUND_SECONDS = 0.1  # --fastest: at least this long (and 3 runs) per candidate per round
+# --fastest keeps int8 only when it is at least this much faster than fp32: a smaller gain is within the timing's
+# noise (run to run, a network's ratio moves by 10-20%) and not worth the accuracy int8 costs
+SPEED_MARGIN = 1.1
 RANDOM_NOTE = "random inputs: the ranges, and any accuracy figure, mean nothing for real data"
 # the ops TensorRT runs in int8 from explicit Q/DQ; everything else stays fp32 for the trt target
 TRT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Concat", "MaxPool", "AveragePool",
            "GlobalAveragePool")
+# the layers that --fastest's int8-partial candidate may keep in fp32
+LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# ops that leave a quantized tensor quantized without an int8 kernel: ONNX Runtime removes them or reads shapes
+PASSED_THROUGH = ("Identity", "Dropout", "Shape")
 # ops whose output error the report ranks (a layer that computes something, not a reshape)
 LAYER_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Concat", "Mul", "AveragePool",
              "GlobalAveragePool", "MaxPool", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Softmax",
@@ -276,6 +287,28 @@ class LayerError:
 
 
 @dataclass(frozen=True)
+class Speed:
+    """What ``fastest`` measured on this CPU: each candidate's median latency at batch 1 and the one kept (the
+    faster int8 candidate when it is at least SPEED_MARGIN times as fast as fp32, else fp32).
+
+    Candidates: ``int8`` (the quantized model), ``int8-partial`` (int8 with the layers that feed or read an op
+    ONNX Runtime has no int8 kernel for kept in fp32; only when there is such an op) and ``fp32``."""
+
+    median_ms: dict[str, float]
+    chosen: str
+    threads: int
+    runs: int  # the fewest timed runs of a candidate
+
+    def speedup(self, name: str) -> float:
+        """fp32's latency over ``name``'s: above 1, ``name`` is faster than fp32."""
+        return self.median_ms["fp32"] / self.median_ms[name]
+
+    def to_json(self) -> dict:
+        return {"batch": 1, "threads": self.threads, "runs": self.runs, "chosen": self.chosen,
+                "median_ms": {k: round(v, 4) for k, v in self.median_ms.items()}}
+
+
+@dataclass(frozen=True)
 class Quantized:
     """The result of :func:`quantize`: the model, its per-layer error report (worst first) and the settings."""
 
@@ -292,12 +325,19 @@ class Quantized:
     top1_agreement: float | None  # share of samples whose argmax agrees with fp32 (rank-2 outputs), else None
     layers: tuple[LayerError, ...] = field(default=())
     budget: float | None = None
+    speed: Speed | None = None  # what ``fastest`` measured; None without it
+    speed_excluded: tuple[str, ...] = ()  # the layers the int8-partial candidate kept in fp32, when chosen
+
+    @property
+    def kept_fp32(self) -> bool:
+        """``fastest`` found no int8 candidate SPEED_MARGIN times as fast as fp32: the model is the fp32 one."""
+        return self.speed is not None and self.speed.chosen == "fp32"
 
     @functools.cached_property
     def float_ops(self) -> dict[str, int]:
         """ort-cpu: :func:`float_islands` of the model (computed when first asked: it builds an ONNX Runtime
-        session); empty for the trt target."""
-        return float_islands(self.model) if self.target == "ort-cpu" else {}
+        session); empty for the trt target and for a model kept in fp32."""
+        return float_islands(self.model) if self.target == "ort-cpu" and not self.kept_fp32 else {}
 
     @property
     def within_budget(self) -> bool:
@@ -305,10 +345,13 @@ class Quantized:
 
     def record(self) -> dict:
         """What the model's ``netdsl.quantization`` metadata holds."""
-        return {"target": self.target, "method": self.method, "activations": self.activations,
-                "weights": "int8 per-channel symmetric", "samples": self.samples, "calibration": self.calibration,
-                "random": self.random, "excluded": list(self.excluded),
-                "output_error": None if math.isnan(self.output_error) else _num(self.output_error)}
+        out = {"target": self.target, "method": self.method, "activations": self.activations,
+               "weights": "int8 per-channel symmetric", "samples": self.samples, "calibration": self.calibration,
+               "random": self.random, "excluded": list(self.excluded),
+               "output_error": None if math.isnan(self.output_error) else _num(self.output_error)}
+        if self.speed is not None:
+            out["speed"] = self.speed.to_json()
+        return out
 
     def to_json(self) -> dict:
         out = {**self.record(), "budget": self.budget, "budget_excluded": list(self.budget_excluded),
@@ -331,7 +374,10 @@ def _num(x):
 
 # ----------------------------------------------------------------------------- quantizing
 def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node)
+    """Whether ``model`` has been through the quantizer: it holds quantized ops, or records a quantization (a
+    model ``fastest`` kept in fp32 holds none, and is not to be quantized again)."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node) \
+        or quantization_record(model) is not None
 
 
 def prepare_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -386,6 +432,66 @@ def float_islands(model: onnx.ModelProto) -> dict[str, int]:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Shape") and dequantized.intersection(n.input):
             counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def around_float_ops(prepared: onnx.ModelProto) -> tuple[str, ...]:
+    """The layers (convs and matrix products) of the fp32 ``prepared`` model that feed or read an op ONNX
+    Runtime has no int8 kernel for (hard-swish, tanh, ...; the quantizer's QDQ and QLinear registries list those
+    it has): what the ``int8-partial`` candidate of ``fastest`` keeps in fp32, so that such an op is computed
+    in fp32 next to its producer (into which ONNX Runtime fuses it) instead of between a dequantize and a
+    quantize."""
+    from onnxruntime.quantization import registry
+
+    int8_ops = {*registry.QLinearOpsRegistry, *registry.QDQRegistry, *PASSED_THROUGH}
+    producer = {o: n for n in prepared.graph.node for o in n.output}
+    keep: list[str] = []
+    for n in prepared.graph.node:
+        if n.op_type in int8_ops:
+            continue
+        feeding = [producer[i] for i in n.input if i in producer and producer[i].op_type in LAYERS]
+        reading = [m for m in prepared.graph.node if m.op_type in LAYERS and set(m.input) & set(n.output)]
+        keep.extend(x.name for x in (*feeding, *reading) if x.name and x.name not in keep)
+    return tuple(keep)
+
+
+def time_models(models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray], threads: int,
+                rounds: int = SPEED_ROUNDS, seconds: float = SPEED_ROUND_SECONDS, min_runs: int = 3
+                ) -> tuple[dict[str, float], int]:
+    """Each model's median latency (ms) on ``feeds`` with ONNX Runtime's CPU provider (``threads`` intra-op
+    threads, all graph optimisations, as ``netdsl run``), and the fewest timed runs of a model. The models are
+    timed in ``rounds`` interleaved rounds (each starting one model further along), so a drift in the machine's
+    load falls on all of them alike; in each round a model runs once untimed (the run after another model's
+    pays for the caches that one used), then for at least ``seconds`` and ``min_runs`` timed runs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sessions = {k: ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+                for k, m in models.items()}
+    first: dict[str, float] = {}
+    for k, sess in sessions.items():  # warm-up, and how long a run takes
+        sess.run(None, dict(feeds))
+        once = []
+        for _ in range(3):
+            start = time.perf_counter()
+            sess.run(None, dict(feeds))
+            once.append(time.perf_counter() - start)
+        first[k] = min(once)
+    runs = {k: max(min_runs, math.ceil(seconds / max(t, 1e-6))) for k, t in first.items()}
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    names = list(sessions)
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            sess = sessions[k]
+            sess.run(None, dict(feeds))  # the other models' runs have had the caches
+            for _ in range(runs[k]):
+                start = time.perf_counter()
+                sess.run(None, dict(feeds))
+                times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(t) * 1e3 for k, t in times.items()}, min(len(t) for t in times.values())
 
 
 def resolve_exclusions(model: onnx.ModelProto, patterns: Iterable[str]) -> tuple[str, ...]:
@@ -452,7 +558,8 @@ def _cache_option(q, cache: Path) -> dict:
 
 def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", method: str = "minmax",
              samples: int | None = None, exclude: Sequence[str] = (), budget: float | None = None,
-             seed: int = 0, report: bool = True, activations: str | None = None) -> Quantized:
+             seed: int = 0, report: bool = True, activations: str | None = None, fastest: bool = False,
+             threads: int | None = None) -> Quantized:
     """Quantize the fp32 ``model`` to int8 with ``calibration`` (see :func:`calibration_data`).
 
     ``target``: ``ort-cpu`` or ``trt`` (module docstring). ``method``: the calibration method (minmax, entropy,
@@ -460,6 +567,10 @@ def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", me
     most error in fp32, one at a time, until the outputs' relative error is at most ``budget``. ``report``:
     measure each layer's error (always on with a budget). ``activations``: ``"int8"`` makes the ort-cpu
     target's activations symmetric int8 (s8s8) instead of uint8, for measuring the two (docs/quantization.md).
+    ``fastest`` (ort-cpu): time the int8 model, the int8 model with the layers around ops that have no int8
+    kernel kept fp32 (when there are such ops) and the fp32 model on this CPU (batch 1, ``threads`` intra-op
+    threads, default the physical cores, as ``netdsl run``) and keep the faster int8 one if it runs at least
+    SPEED_MARGIN times as fast as fp32, else the fp32 model (``.speed``).
     """
     if target not in TARGETS:
         raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {plain(target, 40)}")
@@ -467,6 +578,10 @@ def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", me
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {plain(method, 40)}")
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise UsageError("--budget must be a positive number (a relative error, e.g. 0.05)")
+    if fastest and target != "ort-cpu":
+        raise UsageError("--fastest times ONNX Runtime on this CPU: it applies to --target ort-cpu")
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be at least 1")
     cal = calibration_data(calibration, model, samples, seed)
     prepared = prepare_fp32(model)
     excluded = resolve_exclusions(prepared, exclude)
@@ -486,17 +601,60 @@ def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", me
                 chosen.append(worst.label)
                 qmodel = _quantize_once(prepared, cal, target, method, (*excluded, *chosen), cache, activations)
                 layers, out_err, top1 = layer_errors(prepared, qmodel, cal.head(REPORT_SAMPLES), (*excluded, *chosen))
+        speed, partial = None, ()
+        if fastest:
+            kept = (*excluded, *chosen)
+            speed, qmodel, partial = _fastest(prepared, qmodel, kept, threads,
+                                              lambda more: _quantize_once(prepared, cal, target, method, (*kept, *more),
+                                                                          cache, activations),
+                                              {k: v[:1] for k, v in cal.batches[0].items()})
+            if speed.chosen == "int8-partial" and (report or budget is not None):
+                layers, out_err, top1 = layer_errors(prepared, qmodel, cal.head(REPORT_SAMPLES), (*kept, *partial))
+            elif speed.chosen == "fp32":  # the model written is the fp32 one: nothing of it is quantized
+                layers, out_err, top1 = (), 0.0, None
     result = Quantized(qmodel, target, method, act_name, cal.samples, cal.source, cal.random,
-                       (*excluded, *chosen), tuple(chosen), out_err, top1, layers, budget)
+                       (*excluded, *chosen, *partial), tuple(chosen), out_err, top1, layers, budget, speed, partial)
     _record(qmodel, result)
     return result
+
+
+def _fastest(prepared: onnx.ModelProto, int8: onnx.ModelProto, kept: Sequence[str], threads: int | None,
+             requantize, feeds: Mapping[str, np.ndarray]) -> tuple[Speed, onnx.ModelProto, tuple[str, ...]]:
+    """``quantize(fastest=True)``'s choice: the candidates (``int8``; ``int8-partial``, ``requantize`` keeping
+    :func:`around_float_ops` in fp32 too, when there are such layers and some other layer is left to quantize;
+    ``fp32``, the ``prepared`` model) timed on ``feeds`` by :func:`time_models`; returns what was measured, the
+    model kept (the faster int8 one when it is SPEED_MARGIN times as fast as fp32, else a copy of ``prepared``)
+    and the layers int8-partial kept in fp32 when it was chosen."""
+    from .machine import physical_cores
+
+    partial = tuple(x for x in around_float_ops(prepared) if x not in kept)
+    layers_left = {n.name for n in prepared.graph.node if n.op_type in LAYERS} - {*kept, *partial}
+    candidates = {"int8": int8}
+    if partial and layers_left:  # (keeping every layer in fp32 is the fp32 candidate)
+        candidates["int8-partial"] = requantize(partial)
+    candidates["fp32"] = prepared
+    threads = threads or physical_cores()
+    medians, runs = time_models(candidates, feeds, threads)
+    best = min((k for k in medians if k != "fp32"), key=medians.__getitem__)
+    chosen = best if medians["fp32"] >= SPEED_MARGIN * medians[best] else "fp32"
+    model = _copy(prepared) if chosen == "fp32" else candidates[chosen]
+    return Speed(medians, chosen, threads, runs), model, partial if chosen == "int8-partial" else ()
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def _record(model: onnx.ModelProto, result: Quantized) -> None:
     from onnx import helper
 
     props = {p.key: p.value for p in model.metadata_props}
-    props["netdsl.dtype"] = "int8"
+    if not result.kept_fp32:
+        props["netdsl.dtype"] = "int8"
     props["netdsl.quantization"] = json.dumps(result.record(), sort_keys=True)
     del model.metadata_props[:]
     helper.set_model_props(model, props)
@@ -633,5 +791,6 @@ def weight_bytes(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-__all__ = ["Calibration", "LayerError", "Quantized", "QuantizeError", "calibration_data", "quantize", "int8_model",
-           "is_quantized", "layer_errors", "quantization_record", "weight_bytes", "TARGETS", "METHODS"]
+__all__ = ["Calibration", "LayerError", "Quantized", "QuantizeError", "Speed", "around_float_ops", "time_models",
+           "calibration_data", "quantize", "int8_model", "is_quantized", "layer_errors", "quantization_record",
+           "weight_bytes", "TARGETS", "METHODS"]

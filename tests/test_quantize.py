@@ -18,7 +18,17 @@ from helpers import netdsl_main
 from onnx import TensorProto, numpy_helper
 
 import netdsl
-from netdsl.quantize import TRT_OPS, calibration_data, is_quantized, quantization_record, quantize
+from netdsl.quantize import (
+    SPEED_MARGIN,
+    TRT_OPS,
+    around_float_ops,
+    calibration_data,
+    float_islands,
+    is_quantized,
+    prepare_fp32,
+    quantization_record,
+    quantize,
+)
 
 pytest.importorskip("onnxruntime.quantization", reason="quantization needs onnxruntime (optional extra `quantize`)")
 
@@ -144,6 +154,95 @@ def test_ops_without_an_int8_kernel_are_reported(tmp_path):
                                "--samples", "2", "-o", tmp_path / "l.onnx")
     assert rc == 0, err
     assert "no int8 kernel for 4 op(s) here (Tanh x4)" in out
+
+
+HARDSWISH = """
+network hs {
+    input image: 3x16x16
+    c1: conv 8 3x3 pad 1 -> hardswish
+    c2: conv 8 3x3 pad 1 -> relu
+    c3: conv 16 3x3 /2 pad 1 -> relu
+    pool: avgpool global -> flatten
+    fc: fc 10
+    output logits
+}
+"""
+
+
+def test_the_partial_candidate_keeps_the_layers_around_float_ops_and_leaves_no_float_island(tmp_path):
+    """int8-partial keeps the convs that feed or read an op without an int8 kernel (hard-swish here) in fp32,
+    so that op runs next to its fp32 producer and no dequantize -> float op -> quantize is left."""
+    (tmp_path / "hs.net").write_text(HARDSWISH)
+    fp32 = netdsl.load(tmp_path / "hs.net").to_onnx()
+    assert around_float_ops(prepare_fp32(fp32)) == ("c1", "c2")
+    int8 = quantize(fp32, "random", report=False).model
+    assert set(float_islands(int8)) >= {"HardSigmoid"}  # ORT runs hard-swish as HardSigmoid and Mul in float
+    partial = quantize(fp32, "random", report=False, exclude=["c1", "c2"]).model
+    assert float_islands(partial) == {}
+    assert {n.name for n in partial.graph.node if n.op_type == "Conv"} >= {"c1", "c2"}  # still fp32 convs
+
+
+def test_fastest_times_the_candidates_and_keeps_the_fastest(tmp_path):
+    (tmp_path / "hs.net").write_text(HARDSWISH)
+    fp32 = netdsl.load(tmp_path / "hs.net").to_onnx()
+    q = quantize(fp32, "random", report=False, fastest=True, threads=1)
+    speed = q.speed
+    assert list(speed.median_ms) == ["int8", "int8-partial", "fp32"] and speed.threads == 1 and speed.runs >= 21
+    assert all(ms > 0 for ms in speed.median_ms.values())
+    best = min(("int8", "int8-partial"), key=speed.median_ms.__getitem__)
+    assert speed.chosen == (best if speed.speedup(best) >= SPEED_MARGIN else "fp32")
+    record = quantization_record(q.model)
+    assert record["speed"]["chosen"] == speed.chosen and set(record["speed"]["median_ms"]) == set(speed.median_ms)
+    # the model written is the chosen candidate
+    quantized_convs = {n.name for n in q.model.graph.node if n.op_type == "Conv"}  # fp32 convs keep their op
+    if speed.chosen == "int8":
+        assert quantized_convs == set() and q.speed_excluded == () and not q.kept_fp32
+    elif speed.chosen == "int8-partial":
+        assert quantized_convs == {"c1", "c2"} and q.speed_excluded == ("c1", "c2")
+        assert "c1" in record["excluded"] and float_islands(q.model) == {}
+    else:
+        assert q.kept_fp32 and not any(n.op_type == "QuantizeLinear" for n in q.model.graph.node)
+        assert quantized_convs == {"c1", "c2", "c3"}
+    assert is_quantized(q.model)  # whatever was chosen, it has been through the quantizer: not quantized again
+
+
+def test_fastest_on_the_command_line(tmp_path):
+    """LeNet-5: every conv and fc feeds a tanh, so there is no partial candidate (it would keep every layer)."""
+    out = tmp_path / "l5.onnx"
+    rc, stdout, err = netdsl_main("quantize", NETS / "lenet5.net", "--calibrate", "random", "--fastest",
+                                  "--threads", "1", "-o", out, "--json")
+    assert rc == 0, err
+    report = json.loads(stdout)
+    speed = report["speed"]
+    assert set(speed["median_ms"]) == {"int8", "fp32"} and speed["threads"] == 1 and speed["batch"] == 1
+    ms = speed["median_ms"]
+    assert speed["chosen"] == ("int8" if ms["fp32"] >= SPEED_MARGIN * ms["int8"] else "fp32")
+    model = onnx.load(out)
+    onnx.checker.check_model(model, full_check=True)
+    assert quantization_record(model)["speed"]["chosen"] == speed["chosen"]
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node) == (speed["chosen"] == "int8")
+    rc, stdout, err = netdsl_main("quantize", NETS / "lenet5.net", "--calibrate", "random", "--fastest",
+                                  "-o", tmp_path / "again.onnx")
+    assert rc == 0, err
+    assert re.search(r"speed on this CPU \(batch 1, \d+ thread\(s\), median of at least \d+ runs each", stdout), stdout
+    assert re.search(r"^  int8 +[\d.]+ ms  [\d.]+x fp32", stdout, re.M)
+    assert re.search(r"^  fp32 +[\d.]+ ms", stdout, re.M)
+    assert stdout.count("<- kept") == 1
+    # the written model, whichever it is, is used as it is by --precision int8
+    rc, _, err = netdsl_main("run", out, "--precision", "int8", "--json")
+    assert rc == 0 and "calibrated" not in err, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fastest", "--target", "trt"], "--fastest times ONNX Runtime on this CPU: it applies to --target ort-cpu"),
+    (["--threads", "2"], "--threads applies with --fastest"),
+    (["--fastest", "--threads", "0"], "--threads must be at least 1"),
+])
+def test_fastest_options_are_checked(args, message, tmp_path):
+    out = tmp_path / "x.onnx"
+    rc, _, err = netdsl_main("quantize", NETS / "lenet5.net", "--calibrate", "random", *args, "-o", out)
+    assert rc == 2 and message in err, err
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------- calibration data

@@ -9,11 +9,13 @@ For each network (``--networks all``: every file in networks/): compile ``networ
 random weights, the input at its declared size) to fp32 ONNX, quantize it with
 ``netdsl.quantize.quantize`` (``--target ort-cpu``, minmax, ``--samples`` random calibration samples:
 the ranges are meaningless for accuracy, and irrelevant to speed), and time every variant at each batch
-size with the same session options (``--threads`` intra-op threads, one inter-op thread, sequential
-execution, all graph optimisations) in interleaved rounds: each round runs every variant ``--runs`` times,
-starting one further along each round, so drifts in machine load hit every variant alike. Reported: the
-median latency per variant and batch, and the ratio fp32 / variant (above 1: the variant is faster).
-``--json PATH`` also writes the figures. Runs are bounded by ``--rounds`` and ``--runs``.
+size with ``netdsl.quantize.time_models`` (what ``netdsl quantize --fastest`` times with): the same session
+options for all (``--threads`` intra-op threads, one inter-op thread, all graph optimisations), ``--rounds``
+interleaved rounds, each starting one variant further along so that drifts in machine load hit every variant
+alike; in each round a variant runs once untimed (the run after another variant's finds the caches holding
+that one's data), then for at least ``--round-seconds`` and ``--runs`` timed runs. Reported: the median
+latency per variant and batch, and the ratio fp32 / variant (above 1: the variant is faster). ``--json PATH``
+also writes the figures.
 
 ``--sensitivity``: instead of timing, how much the fp32 network itself amplifies rounding (fp16, input noise).
 
@@ -23,8 +25,10 @@ seed 0): the output SQNR, the relative error and the top-1 agreement. The networ
 this measures the quantizer, not accuracy on real data (tools/train_digits.py does that).
 
 Variants: ``fp32``; ``u8s8`` (uint8 activations, int8 weights: ``--target ort-cpu``'s default);
-``s8s8`` (symmetric int8 activations, int8 weights); ``u8s8-keep`` (u8s8 with the convs that feed or read an
-op ONNX Runtime has no int8 kernel for, such as hard-swish or tanh, kept in fp32).
+``s8s8`` (symmetric int8 activations, int8 weights); ``fastest`` (what ``netdsl quantize --fastest`` writes:
+the fastest of int8, int8-partial and fp32 as its own timing found them; the line it prints says which);
+``u8s8-keep`` (u8s8 with the convs and fcs that feed or read an op ONNX Runtime has no int8 kernel for, such
+as hard-swish or tanh, kept in fp32: ``--fastest``'s int8-partial).
 """
 
 from __future__ import annotations
@@ -32,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,69 +55,48 @@ def session(model_bytes: bytes, threads: int):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def variants_of(name: str, wanted: list[str], samples: int) -> dict[str, bytes]:
+def variants_of(name: str, wanted: list[str], samples: int, threads: int) -> dict[str, bytes]:
     import netdsl
-    from netdsl.quantize import quantize
+    from netdsl.quantize import around_float_ops, prepare_fp32, quantize
 
     fp32 = netdsl.load(REPO / "networks" / f"{name}.net").to_onnx()
     out = {}
     for v in wanted:
         if v == "fp32":
             out[v] = fp32.SerializeToString()
+        elif v == "fastest":
+            q = quantize(fp32, "random", target="ort-cpu", samples=samples, report=False, fastest=True,
+                         threads=threads)
+            print(f"{name}: --fastest kept {q.speed.chosen} ("
+                  + ", ".join(f"{k} {ms:.3f} ms" for k, ms in q.speed.median_ms.items()) + ")", flush=True)
+            out[v] = q.model.SerializeToString()
         else:
+            keep = around_float_ops(prepare_fp32(fp32)) if v == "u8s8-keep" else ()
             q = quantize(fp32, "random", target="ort-cpu", samples=samples, report=False,
-                         activations="int8" if v == "s8s8" else None,
-                         exclude=convs_around_float_ops(fp32) if v == "u8s8-keep" else ())
+                         activations="int8" if v == "s8s8" else None, exclude=keep)
             out[v] = q.model.SerializeToString()
     return out
 
 
-def convs_around_float_ops(fp32) -> list[str]:
-    """The convs that feed or read an op ONNX Runtime has no int8 kernel for (hard-swish, tanh, ...): what the
-    ``u8s8-keep`` variant keeps in fp32."""
-    from onnxruntime.quantization import registry
-
-    from netdsl.quantize import prepare_fp32
-
-    graph = prepare_fp32(fp32).graph
-    int8_ops = {*registry.QLinearOpsRegistry, *registry.QDQRegistry, "Shape"}
-    producer = {o: n for n in graph.node for o in n.output}
-    keep: list[str] = []
-    for n in graph.node:
-        if n.op_type in int8_ops:
-            continue
-        feeding = [producer[i] for i in n.input if i in producer and producer[i].op_type == "Conv"]
-        reading = [m for m in graph.node if m.op_type == "Conv" and set(m.input) & set(n.output)]
-        keep.extend(c.name for c in (*feeding, *reading) if c.name not in keep)
-    return keep
-
-
 def time_network(name: str, args) -> dict:
     import numpy as np
+    import onnx
 
-    models = variants_of(name, args.variants, args.samples)
-    sessions = {v: session(b, args.threads) for v, b in models.items()}
-    first = next(iter(sessions.values())).get_inputs()[0]
+    from netdsl.quantize import time_models
+
+    models = {v: onnx.load_from_string(b) for v, b in variants_of(name, args.variants, args.samples,
+                                                                    args.threads).items()}
+    first = next(iter(models.values())).graph.input[0]
+    dims = [d.dim_value for d in first.type.tensor_type.shape.dim[1:]]
     rng = np.random.default_rng(0)
     result = {}
     for batch in args.batches:
-        x = rng.standard_normal((batch, *first.shape[1:])).astype(np.float32)
-        names = list(sessions)
-        for s in sessions.values():  # warm up
-            s.run(None, {first.name: x})
-        times: dict[str, list[float]] = {v: [] for v in names}
-        for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for v in order:
-                for _ in range(args.runs):
-                    t = time.perf_counter()
-                    sessions[v].run(None, {first.name: x})
-                    times[v].append(time.perf_counter() - t)
-        med = {v: statistics.median(t) for v, t in times.items()}
-        result[batch] = {v: {"median_ms": med[v] * 1e3, "fp32_ratio": med["fp32"] / med[v] if "fp32" in med else None,
-                             "runs": len(times[v])} for v in names}
-        line = ", ".join(f"{v} {med[v] * 1e3:.1f} ms" + (f" ({med['fp32'] / med[v]:.2f}x)" if v != "fp32"
-                                                          and "fp32" in med else "") for v in names)
+        x = rng.standard_normal((batch, *dims)).astype(np.float32)
+        med, runs = time_models(models, {first.name: x}, args.threads, args.rounds, args.round_seconds, args.runs)
+        result[batch] = {v: {"median_ms": med[v], "fp32_ratio": med["fp32"] / med[v] if "fp32" in med else None,
+                             "runs": runs} for v in med}
+        line = ", ".join(f"{v} {med[v]:.3g} ms" + (f" ({med['fp32'] / med[v]:.2f}x)" if v != "fp32"
+                                                    and "fp32" in med else "") for v in med)
         print(f"{name} batch {batch}: {line}", flush=True)
     return result
 
@@ -182,7 +163,9 @@ def main() -> int:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--runs", type=int, default=3, help="runs of each variant per round")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs of each variant per round, at least")
+    ap.add_argument("--round-seconds", type=float, default=0.1,
+                    help="timed seconds of each variant per round, at least (after one untimed run)")
     ap.add_argument("--samples", type=int, default=8, help="random calibration samples")
     ap.add_argument("--agreement", action="store_true", help="SQNR and top-1 agreement instead of timings")
     ap.add_argument("--images", type=int, default=64, help="random images of --agreement")
@@ -198,7 +181,8 @@ def main() -> int:
     from netdsl.machine import cpu_name
 
     info = {"cpu": cpu_name(), "python": platform.python_version(), "onnxruntime": ort.__version__,
-            "numpy": np.__version__, "threads": args.threads, "rounds": args.rounds, "runs": args.runs}
+            "numpy": np.__version__, "threads": args.threads, "rounds": args.rounds, "runs": args.runs,
+            "round_seconds": args.round_seconds}
     print(json.dumps(info), flush=True)
     measure = sensitivity if args.sensitivity else agreement if args.agreement else time_network
     names = (sorted(p.stem for p in (REPO / "networks").glob("*.net")) if args.networks == "all"

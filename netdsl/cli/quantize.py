@@ -46,8 +46,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                           else safe_file_name(model.graph.name) + ".int8.onnx")
     if not args.output:
         check_outputs(args, {"-o": out})
+    if args.fastest and args.target != "ort-cpu":
+        raise UsageError("--fastest times ONNX Runtime on this CPU: it applies to --target ort-cpu")
+    if args.threads is not None and not args.fastest:
+        raise UsageError("--threads applies with --fastest (the threads its timing runs use)")
     result = quantize(model, args.calibrate, target=args.target, method=args.method, samples=args.samples,
-                      exclude=tuple(args.exclude or ()), budget=args.budget, seed=args.seed)
+                      exclude=tuple(args.exclude or ()), budget=args.budget, seed=args.seed, fastest=args.fastest,
+                      threads=args.threads)
     files = save_model(result.model, out)
     if args.json:
         print_json({"output": files, **result.to_json()})
@@ -72,26 +77,46 @@ def print_report(result, out: str, top: int) -> None:
             print(f"  {plain(x.label, 60):<{width}}  {x.op:<17} rel {x.error:8.4f}  added {x.added:+8.4f}  "
                   f"SQNR {sqnr_db(x.error):6.1f} dB  {plain(x.location or '(no .net location)', 200)}")
     agree = "" if result.top1_agreement is None else f", top-1 agreement {result.top1_agreement:.1%}"
-    print(f"output: rel error {result.output_error:.4f}, SQNR {sqnr_db(result.output_error):.1f} dB{agree}")
+    if not result.kept_fp32:
+        print(f"output: rel error {result.output_error:.4f}, SQNR {sqnr_db(result.output_error):.1f} dB{agree}")
     if result.budget is not None:
         kept = ", ".join(plain(x, 60) for x in result.budget_excluded) or "none"
         verdict = "within" if result.within_budget else "NOT within"
         print(f"budget {result.budget:g}: {verdict} budget; kept in fp32 to meet it: {kept}")
-    given = [x for x in result.excluded if x not in result.budget_excluded]
+    given = [x for x in result.excluded if x not in result.budget_excluded and x not in result.speed_excluded]
     if given:
         print("kept in fp32 (--exclude): " + ", ".join(plain(x, 60) for x in given))
     if result.float_ops:
         ops = ", ".join(f"{op} x{n}" for op, n in result.float_ops.items())
         print(f"note: ONNX Runtime has no int8 kernel for {sum(result.float_ops.values())} op(s) here ({ops}): each "
               "runs in float between a dequantize and a quantize, which can make the model slower than fp32; "
-              "time both (netdsl bench --precision int8) and keep the layers around them in fp32 (--exclude) "
-              "if it is")
+              "time both (netdsl bench --precision int8), or let --fastest time the choices on this CPU")
+    if result.speed is not None:
+        print_speed(result)
     sizes = weight_bytes(result.model)
     print(f"wrote {plain(out)}: int8 weights {sizes.get('int8', 0):,} bytes, other weights "
           f"{sum(v for k, v in sizes.items() if k != 'int8'):,} bytes")
     if result.budget is not None and not result.within_budget:
         print(f"netdsl: warning: the output error {result.output_error:.4f} is above --budget {result.budget:g}",
               file=sys.stderr)
+
+
+def print_speed(result) -> None:
+    from ..quantize import SPEED_MARGIN
+
+    speed = result.speed
+    names = {"int8": "int8", "int8-partial": "int8-partial (the layers around them in fp32)", "fp32": "fp32"}
+    print(f"speed on this CPU (batch 1, {speed.threads} thread(s), median of at least {speed.runs} runs each, "
+          "interleaved):")
+    for name, ms in speed.median_ms.items():
+        ratio = "" if name == "fp32" else f"  {speed.speedup(name):.2f}x fp32"
+        mark = "  <- kept" if name == speed.chosen else ""
+        print(f"  {names[name]:<46} {ms:9.3f} ms{ratio}{mark}")
+    if result.speed_excluded:
+        print("kept in fp32 (--fastest): " + ", ".join(plain(x, 60) for x in result.speed_excluded))
+    if result.kept_fp32:
+        print(f"int8 was not at least {SPEED_MARGIN:g}x as fast as fp32 here: the model written is the fp32 one "
+              "(batch norms folded), nothing quantized")
 
 
 def register(sub) -> None:
@@ -119,6 +144,12 @@ def register(sub) -> None:
     p.add_argument("--budget", type=float, metavar="REL",
                    help="keep the layers that add the most error in fp32 until the output's relative error is at "
                         "most REL")
+    p.add_argument("--fastest", action="store_true",
+                   help="time int8, int8 with the layers around ops that have no int8 kernel in fp32, and fp32 on this "
+                        "CPU (batch 1); write the faster int8 model if it is at least 1.1x as fast as fp32, else the "
+                        "fp32 one (ort-cpu)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="intra-op threads of --fastest's timing (default: the physical cores, as netdsl run)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="layers shown in the report (default 10)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_quantize)
