@@ -3,7 +3,7 @@
 
     python tools/bench_int8.py                                  # ResNet-50, MobileNetV2, VGG-16
     python tools/bench_int8.py --networks resnet50 --variants fp32,u8s8,s8s8   # the activation-type choice
-    python tools/bench_int8.py --networks all --batches 1                      # every zoo network
+    python tools/bench_int8.py --networks all --batches 1 --variants fp32,u8s8,fastest   # every zoo network
 
 For each network (``--networks all``: every file in networks/): compile ``networks/<name>.net`` (seeded
 random weights, the input at its declared size) to fp32 ONNX, quantize it with
