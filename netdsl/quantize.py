@@ -389,7 +389,10 @@ def prepare_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
     from .optimize import fold_batchnorm
 
     if is_quantized(model):
-        raise QuantizeError("the model is quantized already")
+        speed = (quantization_record(model) or {}).get("speed")
+        kept = isinstance(speed, dict) and speed.get("chosen") == "fp32"
+        raise QuantizeError("the model is quantized already" + (" (netdsl quantize --fastest wrote it, and kept it "
+                                                                 "in fp32 as the faster)" if kept else ""))
     floats = [v.name for v in model.graph.input if v.type.tensor_type.elem_type not in (TensorProto.FLOAT, 0)]
     if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer) or floats:
         raise QuantizeError("quantization starts from an fp32 model (this one has other input or weight types)")

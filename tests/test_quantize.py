@@ -228,9 +228,12 @@ def test_fastest_on_the_command_line(tmp_path):
     assert re.search(r"^  int8 +[\d.]+ ms  [\d.]+x fp32", stdout, re.M)
     assert re.search(r"^  fp32 +[\d.]+ ms", stdout, re.M)
     assert stdout.count("<- kept") == 1
-    # the written model, whichever it is, is used as it is by --precision int8
+    # the written model, whichever it is, is used as it is by --precision int8, and not quantized again
     rc, _, err = netdsl_main("run", out, "--precision", "int8", "--json")
     assert rc == 0 and "calibrated" not in err, err
+    rc, _, err = netdsl_main("quantize", out, "--calibrate", "random", "-o", tmp_path / "third.onnx")
+    assert rc == 1 and "quantized already" in err and not (tmp_path / "third.onnx").exists()
+    assert ("kept it in fp32" in err) == (speed["chosen"] == "fp32")
 
 
 @pytest.mark.parametrize("args, message", [
