@@ -95,13 +95,7 @@ def read_regular(path: Path, max_size: int, expect_size: int | None = None) -> b
     file costs nothing. Raises OddEntry for anything else at ``path``, OSError when unreadable.
     """
     found = open_regular(path, max_size, expect_size)
-    if found is None:
-        return None
-    fd, st = found
-    try:
-        return read_open(fd, st)
-    finally:
-        os.close(fd)
+    return None if found is None else read_closing(*found)
 
 
 def fingerprint(st: os.stat_result) -> list[int]:
@@ -139,21 +133,23 @@ def open_regular(path: Path, max_size: int, expect_size: int | None = None) -> t
     return fd, st
 
 
-def read_open(fd: int, st: os.stat_result) -> bytes:
-    """The bytes of the file open at ``fd`` whose ``fstat`` was ``st``; OddEntry when it changed meanwhile."""
-    chunks, left = [], st.st_size + 1  # one byte more reveals a file that grew
-    while left > 0:
-        chunk = os.read(fd, min(left, 1 << 30))  # one read, as a rule: no copy to join the pieces
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    data = b"".join(chunks)
-    if len(data) != st.st_size:
-        raise OddEntry("changed while it was read")
-    if fingerprint(os.fstat(fd)) != fingerprint(st):
-        raise OddEntry("changed while it was read")
-    return data
+def read_closing(fd: int, st: os.stat_result) -> bytes:
+    """The bytes of the file open at ``fd`` whose ``fstat`` was ``st``, then the descriptor closed, whatever
+    happened; OddEntry when the file changed meanwhile."""
+    try:
+        chunks, left = [], st.st_size + 1  # one byte more reveals a file that grew
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 30))  # one read, as a rule: no copy to join the pieces
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) != st.st_size or fingerprint(os.fstat(fd)) != fingerprint(st):
+            raise OddEntry("changed while it was read")
+        return data
+    finally:
+        os.close(fd)
 
 
 class OpenEntry:
@@ -317,10 +313,7 @@ class CacheStore:
                 elif held and fd_paths() and record.get("stat") == fingerprint(opened[1]):
                     found = OpenEntry(opened[0], opened[1].st_size), opened[1]
                 else:
-                    try:
-                        found = read_open(*opened), opened[1]
-                    finally:
-                        os.close(opened[0])
+                    found = read_closing(*opened), opened[1]
             except OddEntry as e:
                 self.discard(key, f"has a {self.suffix} file that {e}")
                 return None

@@ -30,7 +30,6 @@ import logging
 import math
 import statistics
 import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -457,44 +456,31 @@ def around_float_ops(prepared: onnx.ModelProto) -> tuple[str, ...]:
     return tuple(keep)
 
 
-def time_models(models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray], threads: int,
+def time_models(models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray], threads: int | None,
                 rounds: int = SPEED_ROUNDS, seconds: float = SPEED_ROUND_SECONDS, min_runs: int = 3
-                ) -> tuple[dict[str, float], int]:
-    """Each model's median latency (ms) on ``feeds`` with ONNX Runtime's CPU provider (``threads`` intra-op
-    threads, all graph optimisations, as ``netdsl run``), and the fewest timed runs of a model. The models are
-    timed in ``rounds`` interleaved rounds (each starting one model further along), so a drift in the machine's
-    load falls on all of them alike; in each round a model runs once untimed (the run after another model's
-    pays for the caches that one used), then for at least ``seconds`` and ``min_runs`` timed runs."""
-    import onnxruntime as ort
+                ) -> tuple[dict[str, float], int, int]:
+    """Each model's median latency (ms) on ``feeds`` as ``netdsl run`` runs it (ONNX Runtime's CPU engine,
+    ``threads`` intra-op threads, default the physical cores), the fewest timed runs of a model, and the threads
+    used. The models are timed in ``rounds`` interleaved rounds (each starting one model further along), so a
+    drift in the machine's load falls on all of them alike; in each round a model runs once untimed (the run
+    after another model's pays for the caches that one used), then for at least ``seconds`` and ``min_runs``
+    timed runs (:func:`netdsl.benchmark.time_calls`)."""
+    from .benchmark import time_calls
+    from .engines import EngineOptions, get_engine
+    from .session import model_source
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sessions = {k: ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-                for k, m in models.items()}
-    first: dict[str, float] = {}
-    for k, sess in sessions.items():  # warm-up, and how long a run takes
-        sess.run(None, dict(feeds))
-        once = []
-        for _ in range(3):
-            start = time.perf_counter()
-            sess.run(None, dict(feeds))
-            once.append(time.perf_counter() - start)
-        first[k] = min(once)
-    runs = {k: max(min_runs, math.ceil(seconds / max(t, 1e-6))) for k, t in first.items()}
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    names = list(sessions)
+    engine, options = get_engine("ort"), EngineOptions(threads=threads)
+    runners = {k: engine.prepare(model_source(m), "cpu", options) for k, m in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    names = list(runners)
     for r in range(rounds):
         for k in names[r % len(names):] + names[:r % len(names)]:
-            sess = sessions[k]
-            sess.run(None, dict(feeds))  # the other models' runs have had the caches
-            for _ in range(runs[k]):
-                start = time.perf_counter()
-                sess.run(None, dict(feeds))
-                times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(t) * 1e3 for k, t in times.items()}, min(len(t) for t in times.values())
+            run = functools.partial(runners[k].run, dict(feeds))
+            run()  # the other models' runs have had the caches
+            times[k] += time_calls(run, seconds, min_runs)[0]
+    threads_used = next(iter(runners.values())).threads
+    return ({k: statistics.median(t) * 1e3 for k, t in times.items()}, min(len(t) for t in times.values()),
+            threads_used)
 
 
 def resolve_exclusions(model: onnx.ModelProto, patterns: Iterable[str]) -> tuple[str, ...]:
@@ -585,6 +571,10 @@ def quantize(model: onnx.ModelProto, calibration, *, target: str = "ort-cpu", me
         raise UsageError("--fastest times ONNX Runtime on this CPU: it applies to --target ort-cpu")
     if threads is not None and threads < 1:
         raise UsageError("--threads must be at least 1")
+    if fastest:
+        from .engines import EngineOptions
+
+        EngineOptions(threads=threads)  # --threads checked against this machine before anything is computed
     cal = calibration_data(calibration, model, samples, seed)
     prepared = prepare_fp32(model)
     excluded = resolve_exclusions(prepared, exclude)
@@ -628,16 +618,13 @@ def _fastest(prepared: onnx.ModelProto, int8: onnx.ModelProto, kept: Sequence[st
     ``fp32``, the ``prepared`` model) timed on ``feeds`` by :func:`time_models`; returns what was measured, the
     model kept (the faster int8 one when it is SPEED_MARGIN times as fast as fp32, else a copy of ``prepared``)
     and the layers int8-partial kept in fp32 when it was chosen."""
-    from .machine import physical_cores
-
     partial = tuple(x for x in around_float_ops(prepared) if x not in kept)
     layers_left = {n.name for n in prepared.graph.node if n.op_type in LAYERS} - {*kept, *partial}
     candidates = {"int8": int8}
     if partial and layers_left:  # (keeping every layer in fp32 is the fp32 candidate)
         candidates["int8-partial"] = requantize(partial)
     candidates["fp32"] = prepared
-    threads = threads or physical_cores()
-    medians, runs = time_models(candidates, feeds, threads)
+    medians, runs, threads = time_models(candidates, feeds, threads)
     best = min((k for k in medians if k != "fp32"), key=medians.__getitem__)
     chosen = best if medians["fp32"] >= SPEED_MARGIN * medians[best] else "fp32"
     model = _copy(prepared) if chosen == "fp32" else candidates[chosen]
@@ -729,8 +716,7 @@ def _run(model: onnx.ModelProto, batches: Sequence[dict[str, np.ndarray]], extra
     import onnx
     import onnxruntime as ort
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = _copy(model)
     have = {o.name for o in m.graph.output}
     for name in extra:
         if name not in have:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import statistics
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -175,11 +174,15 @@ _CHUNK = 1 << 16  # values per draw of standard_normal: a multiple of 4, so chun
 
 @functools.cache
 def _normal_levels() -> np.ndarray:
-    """The standard normal's quantiles at (i + 1/2) / 65536, i = 0 .. 65535, as float32."""
+    """The standard normal's quantiles at (i + 1/2) / 65536, i = 0 .. 65535, as float32: the lower half computed,
+    the upper half its mirror image (the quantiles are symmetric about 0)."""
+    import statistics
+
     import numpy as np
 
     dist = statistics.NormalDist()
-    return np.array([dist.inv_cdf((i + 0.5) / 65536) for i in range(65536)], np.float32)
+    lower = np.array([dist.inv_cdf((i + 0.5) / 65536) for i in range(32768)], np.float32)
+    return np.concatenate([lower, -lower[::-1]])
 
 
 # The standard deviation of each random initialisation (normal, mean 0), by WeightSpec.init.

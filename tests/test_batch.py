@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from helpers import TINY_IMAGES, dedent, hide_modules, netdsl_main, run_netdsl
 
-NET = TINY_IMAGES
 # heavier per image, so that a run lasts long enough to kill an actor in the middle of it
 SLOW = dedent("""
     network slow(classes=10) {
@@ -56,7 +55,7 @@ def data(tmp_path_factory) -> Path:
         h, w = (32, 32) if i % 2 else (40, 48)
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"img{i:04d}.png")
     (root / "images" / "part0" / "broken.png").write_bytes(b"\x89PNG but not really an image")
-    (root / "tiny.net").write_text(NET)
+    (root / "tiny.net").write_text(TINY_IMAGES)
     (root / "slow.net").write_text(SLOW)
     return root
 

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from helpers import REPO, TINY_IMAGES, cli_env, hide_modules, run_netdsl
 
-NET = TINY_IMAGES
 MAX_BATCH = 8
 
 
@@ -49,7 +48,7 @@ def service(ray, tmp_path_factory):
     """`netdsl serve` in a subprocess, joined to the module's Ray; yields (base URL, process, the network file)."""
     root = tmp_path_factory.mktemp("serve")
     net = root / "tiny.net"
-    net.write_text(NET)
+    net.write_text(TINY_IMAGES)
     (root / "labels.txt").write_text("".join(f"class{i}\n" for i in range(10)))
     port = free_port()
     proc = subprocess.Popen(
@@ -190,7 +189,7 @@ def test_sigterm_stops_the_service_cleanly(service):  # last: it ends the module
 
 
 def test_missing_ray_is_one_clear_message(tmp_path):
-    (tmp_path / "tiny.net").write_text(NET)
+    (tmp_path / "tiny.net").write_text(TINY_IMAGES)
     (tmp_path / "hidden").mkdir()
     rc, out, err = run_netdsl("serve", tmp_path / "tiny.net", "--port", str(free_port()),
                               pythonpath=hide_modules(tmp_path / "hidden", "ray"))

@@ -55,7 +55,7 @@ def session(model_bytes: bytes, threads: int):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def variants_of(name: str, wanted: list[str], samples: int, threads: int) -> dict[str, bytes]:
+def variants_of(name: str, wanted: list[str], samples: int, threads: int) -> dict:
     import netdsl
     from netdsl.quantize import around_float_ops, prepare_fp32, quantize
 
@@ -63,36 +63,34 @@ def variants_of(name: str, wanted: list[str], samples: int, threads: int) -> dic
     out = {}
     for v in wanted:
         if v == "fp32":
-            out[v] = fp32.SerializeToString()
+            out[v] = fp32
         elif v == "fastest":
             q = quantize(fp32, "random", target="ort-cpu", samples=samples, report=False, fastest=True,
                          threads=threads)
             print(f"{name}: --fastest kept {q.speed.chosen} ("
                   + ", ".join(f"{k} {ms:.3f} ms" for k, ms in q.speed.median_ms.items()) + ")", flush=True)
-            out[v] = q.model.SerializeToString()
+            out[v] = q.model
         else:
             keep = around_float_ops(prepare_fp32(fp32)) if v == "u8s8-keep" else ()
             q = quantize(fp32, "random", target="ort-cpu", samples=samples, report=False,
                          activations="int8" if v == "s8s8" else None, exclude=keep)
-            out[v] = q.model.SerializeToString()
+            out[v] = q.model
     return out
 
 
 def time_network(name: str, args) -> dict:
     import numpy as np
-    import onnx
 
     from netdsl.quantize import time_models
 
-    models = {v: onnx.load_from_string(b) for v, b in variants_of(name, args.variants, args.samples,
-                                                                    args.threads).items()}
+    models = variants_of(name, args.variants, args.samples, args.threads)
     first = next(iter(models.values())).graph.input[0]
     dims = [d.dim_value for d in first.type.tensor_type.shape.dim[1:]]
     rng = np.random.default_rng(0)
     result = {}
     for batch in args.batches:
         x = rng.standard_normal((batch, *dims)).astype(np.float32)
-        med, runs = time_models(models, {first.name: x}, args.threads, args.rounds, args.round_seconds, args.runs)
+        med, runs, _ = time_models(models, {first.name: x}, args.threads, args.rounds, args.round_seconds, args.runs)
         result[batch] = {v: {"median_ms": med[v], "fp32_ratio": med["fp32"] / med[v] if "fp32" in med else None,
                              "runs": runs} for v in med}
         line = ", ".join(f"{v} {med[v]:.3g} ms" + (f" ({med['fp32'] / med[v]:.2f}x)" if v != "fp32"

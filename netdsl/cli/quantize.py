@@ -38,6 +38,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UsageError("--samples must be at least 1")
     if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
         raise UsageError("--budget must be a positive number (a relative error, e.g. 0.05)")
+    if args.fastest and args.target != "ort-cpu":
+        raise UsageError("--fastest times ONNX Runtime on this CPU: it applies to --target ort-cpu")
+    if args.threads is not None and not args.fastest:
+        raise UsageError("--threads applies with --fastest (the threads its timing runs use)")
     if args.output:
         output_directory(args.output)
         check_outputs(args, {"-o": args.output})
@@ -46,10 +50,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                           else safe_file_name(model.graph.name) + ".int8.onnx")
     if not args.output:
         check_outputs(args, {"-o": out})
-    if args.fastest and args.target != "ort-cpu":
-        raise UsageError("--fastest times ONNX Runtime on this CPU: it applies to --target ort-cpu")
-    if args.threads is not None and not args.fastest:
-        raise UsageError("--threads applies with --fastest (the threads its timing runs use)")
     result = quantize(model, args.calibrate, target=args.target, method=args.method, samples=args.samples,
                       exclude=tuple(args.exclude or ()), budget=args.budget, seed=args.seed, fastest=args.fastest,
                       threads=args.threads)
