@@ -466,11 +466,11 @@ def time_models(models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.nd
     after another model's pays for the caches that one used), then for at least ``seconds`` and ``min_runs``
     timed runs (:func:`netdsl.benchmark.time_calls`)."""
     from .benchmark import time_calls
-    from .engines import EngineOptions, get_engine
-    from .session import model_source
+    from .engines import EngineOptions, ModelSource, get_engine
 
     engine, options = get_engine("ort"), EngineOptions(threads=threads)
-    runners = {k: engine.prepare(model_source(m), "cpu", options) for k, m in models.items()}
+    runners = {k: engine.prepare(ModelSource(m.graph.name, m.SerializeToString(), None), "cpu", options)
+               for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in runners}
     names = list(runners)
     for r in range(rounds):
